@@ -1,0 +1,70 @@
+// Mini-batch iteration with augmentation done in one raw pass per batch (no per-sample tensors).
+// Order and augmentation are a pure function of (seed, epoch), so a resumed run sees the same data.
+#pragma once
+#include <torch/types.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "bitswitch/data/datasets.h"
+
+namespace bitswitch::data {
+
+struct Augment {
+  int pad = 0;         // random crop of the original size from the zero-padded image
+  bool hflip = false;  // horizontal flip with probability 1/2
+};
+
+// The random choices for one sample: crop offsets into the zero-padded image, each in
+// [0, 2*pad] (pad means no shift), and whether to mirror the crop left-right.
+struct AugmentDraw {
+  int dy = 0;
+  int dx = 0;
+  bool flip = false;
+};
+
+// The augmentation draw of the sample at `position` (0-based, within the epoch's order).
+// A pure function of its arguments, so batches do not depend on threading or on resuming.
+AugmentDraw draw_augment(uint64_t seed, int64_t epoch, int64_t position, const Augment& augment);
+
+// The sample order of one epoch over `n` samples: 0..n-1, or a Fisher-Yates shuffle driven by
+// std::mt19937_64 seeded from (seed, epoch); identical across standard libraries.
+std::vector<int64_t> epoch_order(int64_t n, bool shuffle, uint64_t seed, int64_t epoch);
+
+struct Batch {
+  torch::Tensor images;   // float [B, C, H, W], normalised with the dataset's mean/std
+  torch::Tensor labels;   // int64 [B]
+  torch::Tensor indices;  // int64 [B], sample indices into the dataset
+};
+
+struct LoaderOptions {
+  int64_t batch_size = 128;
+  bool shuffle = false;
+  bool drop_last = false;
+  Augment augment;
+  uint64_t seed = 0;
+  int64_t limit = 0;  // use only the first `limit` samples (0 = all)
+};
+
+class Loader {
+ public:
+  Loader(const Dataset& dataset, LoaderOptions options);
+  // Prepares the order for `epoch`; must be called before next().
+  void start_epoch(int64_t epoch);
+  // Fills `batch` with the next batch; returns false at the end of the epoch.
+  bool next(Batch& batch);
+  int64_t num_batches() const;
+  int64_t num_samples() const { return n_; }
+
+ private:
+  const Dataset& ds_;
+  LoaderOptions opt_;
+  int64_t n_;
+  int64_t epoch_ = 0;
+  int64_t pos_ = 0;
+  bool started_ = false;
+  std::vector<int64_t> order_;
+  std::vector<float> lut_;  // [C * 256]: normalised value of each uint8 pixel value, per channel
+};
+
+}  // namespace bitswitch::data

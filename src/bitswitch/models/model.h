@@ -1,0 +1,37 @@
+// Model construction by name. A ModelSpec fully describes the architecture, so checkpoints
+// store it and rebuild the same network.
+#pragma once
+#include <torch/nn/module.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bitswitch/nn/bit_config.h"
+#include "bitswitch/quant/fake_quant.h"
+
+namespace bitswitch::models {
+
+struct ModelSpec {
+  std::string name = "resnet20";
+  int64_t in_channels = 1;
+  int64_t num_classes = 10;
+  std::vector<int> bits = {8, 6, 4, 2};  // high to low
+  // Width of the first conv and last linear: kFloatBits (default, SPEC Sec. 2) or 8.
+  int first_last_bits = nn::kFloatBits;
+  quant::SecondRounding rounding = quant::SecondRounding::kHalfUp;
+  bool exact_scale_grad = false;
+  quant::Impl impl = quant::Impl::kAuto;
+};
+
+class ModelImpl : public torch::nn::Module {
+ public:
+  virtual torch::Tensor forward(const torch::Tensor& x) = 0;
+};
+using Model = std::shared_ptr<ModelImpl>;
+
+// Builds a model by `spec.name`; throws bitswitch::Error listing the known names otherwise.
+Model create_model(const ModelSpec& spec);
+std::vector<std::string> model_names();
+
+}  // namespace bitswitch::models

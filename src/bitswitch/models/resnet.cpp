@@ -1,0 +1,113 @@
+// CIFAR-style ResNet-20 (He et al. 2016, Sec. 4.2; the network of the paper's CIFAR-10 tables)
+// with 1x1 projection shortcuts, and a small fast CNN; both multi-precision (SPEC.md Sec. 2-3).
+#include <torch/torch.h>
+
+#include "bitswitch/models/registry_impl.h"
+#include "bitswitch/nn/layers.h"
+
+namespace bitswitch::models {
+namespace {
+
+using nn::QConv2d;
+using nn::QConv2dOptions;
+using nn::QLinear;
+using nn::QLinearOptions;
+using nn::QuantOptions;
+using nn::SwitchableBatchNorm2d;
+
+QuantOptions quant_options(const ModelSpec& spec) {
+  return QuantOptions().bits(spec.bits).rounding(spec.rounding).exact_scale_grad(spec.exact_scale_grad).impl(spec.impl);
+}
+
+QuantOptions edge_options(const ModelSpec& spec, bool quantize_input) {
+  return quant_options(spec).fixed_bits(spec.first_last_bits).quantize_input(quantize_input);
+}
+
+class BasicBlockImpl : public torch::nn::Module {
+ public:
+  BasicBlockImpl(int64_t in, int64_t out, int64_t stride, const ModelSpec& spec) {
+    auto q = quant_options(spec);
+    conv1 = register_module("conv1", QConv2d(QConv2dOptions(in, out, 3).stride(stride).padding(1).quant(q)));
+    bn1 = register_module("bn1", SwitchableBatchNorm2d(out, spec.bits, conv1.ptr()));
+    conv2 = register_module("conv2", QConv2d(QConv2dOptions(out, out, 3).padding(1).quant(q)));
+    bn2 = register_module("bn2", SwitchableBatchNorm2d(out, spec.bits, conv2.ptr()));
+    if (stride != 1 || in != out) {
+      down_conv = register_module("down_conv", QConv2d(QConv2dOptions(in, out, 1).stride(stride).quant(q)));
+      down_bn = register_module("down_bn", SwitchableBatchNorm2d(out, spec.bits, down_conv.ptr()));
+    }
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    auto y = torch::relu(bn1(conv1(x)));
+    y = bn2(conv2(y));
+    auto shortcut = down_conv ? down_bn(down_conv(x)) : x;
+    return torch::relu(y + shortcut);
+  }
+
+  QConv2d conv1{nullptr}, conv2{nullptr}, down_conv{nullptr};
+  SwitchableBatchNorm2d bn1{nullptr}, bn2{nullptr}, down_bn{nullptr};
+};
+TORCH_MODULE(BasicBlock);
+
+class ResNetCifarImpl : public ModelImpl {
+ public:
+  ResNetCifarImpl(const ModelSpec& spec, int blocks_per_stage) {
+    stem = register_module("stem", QConv2d(QConv2dOptions(spec.in_channels, 16, 3).padding(1).quant(edge_options(spec, false))));
+    stem_bn = register_module("stem_bn", SwitchableBatchNorm2d(16, spec.bits, stem.ptr()));
+    int64_t in = 16;
+    const int64_t widths[3] = {16, 32, 64};
+    for (int s = 0; s < 3; ++s) {
+      for (int b = 0; b < blocks_per_stage; ++b) {
+        const int64_t stride = (s > 0 && b == 0) ? 2 : 1;
+        auto block = BasicBlock(in, widths[s], stride, spec);
+        blocks->push_back(block);
+        in = widths[s];
+      }
+    }
+    register_module("blocks", blocks);
+    fc = register_module("fc", QLinear(QLinearOptions(in, spec.num_classes).quant(edge_options(spec, true))));
+  }
+  torch::Tensor forward(const torch::Tensor& x) override {
+    auto y = torch::relu(stem_bn(stem(x)));
+    for (auto& m : *blocks) y = m->as<BasicBlock>()->forward(y);
+    y = torch::adaptive_avg_pool2d(y, {1, 1}).flatten(1);
+    return fc(y);
+  }
+
+  QConv2d stem{nullptr};
+  SwitchableBatchNorm2d stem_bn{nullptr};
+  torch::nn::ModuleList blocks;
+  QLinear fc{nullptr};
+};
+
+// Three 3x3 convs with pooling: a model for quick experiments and tests.
+class SmallCnnImpl : public ModelImpl {
+ public:
+  explicit SmallCnnImpl(const ModelSpec& spec) {
+    auto q = quant_options(spec);
+    conv1 = register_module("conv1", QConv2d(QConv2dOptions(spec.in_channels, 32, 3).padding(1).quant(edge_options(spec, false))));
+    bn1 = register_module("bn1", SwitchableBatchNorm2d(32, spec.bits, conv1.ptr()));
+    conv2 = register_module("conv2", QConv2d(QConv2dOptions(32, 64, 3).padding(1).quant(q)));
+    bn2 = register_module("bn2", SwitchableBatchNorm2d(64, spec.bits, conv2.ptr()));
+    conv3 = register_module("conv3", QConv2d(QConv2dOptions(64, 128, 3).padding(1).quant(q)));
+    bn3 = register_module("bn3", SwitchableBatchNorm2d(128, spec.bits, conv3.ptr()));
+    fc = register_module("fc", QLinear(QLinearOptions(128, spec.num_classes).quant(edge_options(spec, true))));
+  }
+  torch::Tensor forward(const torch::Tensor& x) override {
+    auto y = torch::max_pool2d(torch::relu(bn1(conv1(x))), 2);
+    y = torch::max_pool2d(torch::relu(bn2(conv2(y))), 2);
+    y = torch::relu(bn3(conv3(y)));
+    y = torch::adaptive_avg_pool2d(y, {1, 1}).flatten(1);
+    return fc(y);
+  }
+
+  QConv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
+  SwitchableBatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  QLinear fc{nullptr};
+};
+
+}  // namespace
+
+Model make_resnet20(const ModelSpec& spec) { return std::make_shared<ResNetCifarImpl>(spec, 3); }
+Model make_small_cnn(const ModelSpec& spec) { return std::make_shared<SmallCnnImpl>(spec); }
+
+}  // namespace bitswitch::models

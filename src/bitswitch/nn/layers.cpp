@@ -1,0 +1,211 @@
+// Quantized conv/linear layers and switchable BatchNorm (SPEC.md Sec. 2-3; paper Sec. 3.1-3.2).
+#include "bitswitch/nn/layers.h"
+
+#include <torch/nn/functional/conv.h>
+#include <torch/nn/functional/linear.h>
+#include <torch/nn/init.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "bitswitch/util/error.h"
+
+namespace bitswitch::nn {
+
+// ---------------- QuantLayer ----------------
+
+void QuantLayer::register_quant_state(torch::nn::Module& self, int64_t out_channels, QuantOptions opt) {
+  if (opt.fixed_bits() != 0 && opt.fixed_bits() != kFloatBits) opt.bits({opt.fixed_bits()});
+  opt.bits(check_bit_list(opt.bits(), "layer bits"));
+  qopt_ = opt;
+  if (opt.fixed_bits() == kFloatBits) return;  // a full-precision layer holds no quantizer state
+  weight_scale_ = self.register_parameter("weight_scale", torch::ones({out_channels}));
+  weight_scale_init_ = self.register_buffer("weight_scale_init", torch::zeros({1}));
+  if (opt.quantize_input()) {
+    for (int b : opt.bits()) {
+      act_scale_[b] = self.register_parameter("act_scale_" + std::to_string(b), torch::ones({1}));
+      act_scale_init_[b] = self.register_buffer("act_scale_init_" + std::to_string(b), torch::zeros({1}));
+    }
+  }
+}
+
+void QuantLayer::set_bits(LayerBits b) {
+  if (qopt_.fixed_bits() == kFloatBits) {
+    bits_ = {kFloatBits, kFloatBits};
+    return;
+  }
+  if (qopt_.fixed_bits() != 0) {
+    // A fixed-width layer is quantized whenever the network is.
+    const int w = b.weight == kFloatBits ? kFloatBits : qopt_.fixed_bits();
+    bits_ = {w, w};
+    return;
+  }
+  auto allowed = [&](int v) {
+    if (v == kFloatBits) return true;
+    for (int x : qopt_.bits()) if (x == v) return true;
+    return false;
+  };
+  BS_CHECK(allowed(b.weight), "weight width ", b.weight, " is not in this model's bit list ",
+           format_bit_list(qopt_.bits()));
+  BS_CHECK(allowed(b.act), "activation width ", b.act, " is not in this model's bit list ",
+           format_bit_list(qopt_.bits()));
+  BS_CHECK((b.weight == kFloatBits) == (b.act == kFloatBits),
+           "weights and activations must be both quantized or both full precision");
+  bits_ = b;
+}
+
+torch::Tensor QuantLayer::act_scale(int bits) const {
+  auto it = act_scale_.find(bits);
+  return it == act_scale_.end() ? torch::Tensor() : it->second;
+}
+
+bool QuantLayer::weight_scale_initialized() const {
+  return weight_scale_init_.defined() && weight_scale_init_.item<float>() > 0;
+}
+
+torch::Tensor QuantLayer::quant_weight(torch::Tensor& w) {
+  if (bits_.weight == kFloatBits) return w;
+  if (!weight_scale_initialized()) {
+    torch::NoGradGuard ng;
+    weight_scale_.copy_(quant::init_weight_scale(w, high_bits()));
+    weight_scale_init_.fill_(1);
+  }
+  quant::WeightQuantSpec spec{high_bits(), bits_.weight, qopt_.rounding(), qopt_.exact_scale_grad()};
+  return quant::fake_quant_weight(w, weight_scale_, spec, qopt_.impl());
+}
+
+torch::Tensor QuantLayer::quant_input(const torch::Tensor& x) {
+  if (bits_.act == kFloatBits || !qopt_.quantize_input()) return x;
+  auto& scale = act_scale_.at(bits_.act);
+  auto& init = act_scale_init_.at(bits_.act);
+  if (init.item<float>() == 0) {
+    torch::NoGradGuard ng;
+    scale.copy_(quant::init_act_scale(x, bits_.act));
+    init.fill_(1);
+  }
+  return quant::fake_quant_act(x, scale, bits_.act, qopt_.impl());
+}
+
+// ---------------- QConv2d ----------------
+
+QConv2dImpl::QConv2dImpl(QConv2dOptions options) : opt_(std::move(options)) {
+  const int64_t k = opt_.kernel_size();
+  weight = register_parameter("weight", torch::empty({opt_.out_channels(), opt_.in_channels(), k, k}));
+  torch::nn::init::kaiming_normal_(weight, 0.0, torch::kFanOut, torch::kReLU);
+  if (opt_.bias()) bias = register_parameter("bias", torch::zeros({opt_.out_channels()}));
+  register_quant_state(*this, opt_.out_channels(), opt_.quant());
+}
+
+torch::Tensor QConv2dImpl::forward(const torch::Tensor& x) {
+  auto y = torch::conv2d(quant_input(x), quant_weight(weight), bias, opt_.stride(), opt_.padding());
+  macs_ = y.size(1) * y.size(2) * y.size(3) * opt_.in_channels() * opt_.kernel_size() * opt_.kernel_size();
+  return y;
+}
+
+// ---------------- QLinear ----------------
+
+QLinearImpl::QLinearImpl(QLinearOptions options) : opt_(std::move(options)) {
+  weight = register_parameter("weight", torch::empty({opt_.out_features(), opt_.in_features()}));
+  const double bound = 1.0 / std::sqrt(double(opt_.in_features()));
+  torch::nn::init::uniform_(weight, -bound, bound);
+  if (opt_.bias()) {
+    bias = register_parameter("bias", torch::empty({opt_.out_features()}));
+    torch::nn::init::uniform_(bias, -bound, bound);
+  }
+  register_quant_state(*this, opt_.out_features(), opt_.quant());
+}
+
+torch::Tensor QLinearImpl::forward(const torch::Tensor& x) {
+  macs_ = opt_.in_features() * opt_.out_features();
+  return torch::linear(quant_input(x), quant_weight(weight), bias);
+}
+
+// ---------------- SwitchableBatchNorm2d ----------------
+
+SwitchableBatchNorm2dImpl::SwitchableBatchNorm2dImpl(int64_t channels, std::vector<int> bits,
+                                                     std::shared_ptr<QuantLayer> source)
+    : source_(std::move(source)) {
+  BS_CHECK(source_ != nullptr, "SwitchableBatchNorm2d needs the layer it follows");
+  // A BN behind a fixed-width layer only ever sees that layer's width.
+  const auto& q = source_->quant_options();
+  if (q.fixed_bits() == kFloatBits) bits = {};
+  else if (q.fixed_bits() != 0) bits = {q.fixed_bits()};
+  bits_ = bits;
+  bns_.emplace(kFloatBits, register_module("bn_fp", torch::nn::BatchNorm2d(channels)));
+  for (int b : bits_) bns_.emplace(b, register_module("bn_" + std::to_string(b), torch::nn::BatchNorm2d(channels)));
+}
+
+torch::nn::BatchNorm2d& SwitchableBatchNorm2dImpl::bn_for(int bits) {
+  auto it = bns_.find(bits);
+  BS_CHECK(it != bns_.end(), "no BatchNorm for width ", bits);
+  return it->second;
+}
+
+torch::Tensor SwitchableBatchNorm2dImpl::forward(const torch::Tensor& x) {
+  return bn_for(source_->bits().weight)->forward(x);
+}
+
+void SwitchableBatchNorm2dImpl::init_widths_from_fp() {
+  torch::NoGradGuard ng;
+  auto& fp = bns_.at(kFloatBits);
+  for (int b : bits_) {
+    auto& bn = bns_.at(b);
+    bn->weight.copy_(fp->weight);
+    bn->bias.copy_(fp->bias);
+    bn->running_mean.copy_(fp->running_mean);
+    bn->running_var.copy_(fp->running_var);
+    bn->num_batches_tracked.copy_(fp->num_batches_tracked);
+  }
+}
+
+// ---------------- model helpers ----------------
+
+std::vector<std::pair<std::string, std::shared_ptr<QuantLayer>>> quant_layers(torch::nn::Module& model) {
+  std::vector<std::pair<std::string, std::shared_ptr<QuantLayer>>> out;
+  for (const auto& item : model.named_modules("", /*include_self=*/false)) {
+    if (auto q = std::dynamic_pointer_cast<QuantLayer>(item.value()); q && q->follows_config())
+      out.emplace_back(item.key(), q);
+  }
+  return out;
+}
+
+void apply_bits(torch::nn::Module& model, const BitConfig& config) {
+  std::map<std::string, bool> used;
+  for (const auto& [name, _] : config.overrides()) used[name] = false;
+  for (const auto& item : model.named_modules("", false)) {
+    auto q = std::dynamic_pointer_cast<QuantLayer>(item.value());
+    if (!q) continue;
+    if (!q->follows_config()) {
+      q->set_bits({config.default_bits(), config.default_bits()});
+      continue;
+    }
+    if (used.count(item.key())) used[item.key()] = true;
+    try {
+      q->set_bits(config.for_layer(item.key()));
+    } catch (const Error& e) {
+      fail("layer '", item.key(), "': ", e.what());
+    }
+  }
+  for (const auto& [name, u] : used) BS_CHECK(u, "bit config names unknown layer '", name, "'");
+}
+
+void init_widths_from_fp(torch::nn::Module& model) {
+  for (const auto& m : model.modules(false))
+    if (auto bn = std::dynamic_pointer_cast<SwitchableBatchNorm2dImpl>(m)) bn->init_widths_from_fp();
+}
+
+ParamGroups split_params(torch::nn::Module& model) {
+  ParamGroups g;
+  std::set<const void*> seen;
+  for (const auto& m : model.modules(true)) {
+    auto q = std::dynamic_pointer_cast<QuantLayer>(m);
+    for (const auto& p : m->named_parameters(/*recurse=*/false)) {
+      if (!seen.insert(p.value().unsafeGetTensorImpl()).second) continue;
+      if (q && p.key() == "weight") g.weights.push_back(p.value());
+      else g.others.push_back(p.value());
+    }
+  }
+  return g;
+}
+
+}  // namespace bitswitch::nn

@@ -1,0 +1,147 @@
+// Quantized layers of the multi-precision network (SPEC.md Sec. 2-3; paper Sec. 3.1, 3.2):
+// QConv2d / QLinear hold FP weights, one shared per-channel weight scale (for the highest
+// width) and one activation scale per width; SwitchableBatchNorm2d holds one BN per width.
+// The current width of a layer is set explicitly by apply_bits(model, BitConfig).
+#pragma once
+#include <torch/arg.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/pimpl.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bitswitch/nn/bit_config.h"
+#include "bitswitch/quant/fake_quant.h"
+
+namespace bitswitch::nn {
+
+struct QuantOptions {
+  // The widths the layer can run at, high to low; bits[0] is the stored width h.
+  TORCH_ARG(std::vector<int>, bits) = {8, 6, 4, 2};
+  // 0: the layer follows the BitConfig. kFloatBits: always full precision (first/last layer
+  // by default). 8: always 8-bit (the "first/last layer at 8 bits" option).
+  TORCH_ARG(int, fixed_bits) = 0;
+  // Quantize the layer's input (unsigned, after a ReLU). Off for the first conv (image input).
+  TORCH_ARG(bool, quantize_input) = true;
+  TORCH_ARG(quant::SecondRounding, rounding) = quant::SecondRounding::kHalfUp;
+  TORCH_ARG(bool, exact_scale_grad) = false;
+  TORCH_ARG(quant::Impl, impl) = quant::Impl::kAuto;
+};
+
+// Shared state and logic of quantized conv/linear layers.
+class QuantLayer {
+ public:
+  virtual ~QuantLayer() = default;
+  void set_bits(LayerBits b);
+  LayerBits bits() const { return bits_; }
+  const QuantOptions& quant_options() const { return qopt_; }
+  int high_bits() const { return qopt_.bits().front(); }
+  bool follows_config() const { return qopt_.fixed_bits() == 0; }
+  virtual torch::Tensor& weight_param() = 0;
+  torch::Tensor& weight_scale() { return weight_scale_; }
+  torch::Tensor act_scale(int bits) const;  // undefined tensor if `bits` is not in the list
+  bool weight_scale_initialized() const;
+  int64_t macs_per_sample() const { return macs_; }  // from the last forward, for BitOPs
+
+ protected:
+  void register_quant_state(torch::nn::Module& self, int64_t out_channels, QuantOptions opt);
+  // Fake-quantized weight and input at the current width (initialising scales lazily).
+  torch::Tensor quant_weight(torch::Tensor& w);
+  torch::Tensor quant_input(const torch::Tensor& x);
+
+  QuantOptions qopt_;
+  LayerBits bits_;
+  torch::Tensor weight_scale_;       // [C_out], for width h
+  torch::Tensor weight_scale_init_;  // buffer, 1 once initialised
+  std::map<int, torch::Tensor> act_scale_;       // width -> [1]
+  std::map<int, torch::Tensor> act_scale_init_;  // width -> buffer
+  int64_t macs_ = 0;
+};
+
+struct QConv2dOptions {
+  QConv2dOptions(int64_t in, int64_t out, int64_t kernel) : in_channels_(in), out_channels_(out), kernel_size_(kernel) {}
+  TORCH_ARG(int64_t, in_channels);
+  TORCH_ARG(int64_t, out_channels);
+  TORCH_ARG(int64_t, kernel_size);
+  TORCH_ARG(int64_t, stride) = 1;
+  TORCH_ARG(int64_t, padding) = 0;
+  TORCH_ARG(bool, bias) = false;
+  TORCH_ARG(QuantOptions, quant) = {};
+};
+
+class QConv2dImpl : public torch::nn::Module, public QuantLayer {
+ public:
+  explicit QConv2dImpl(QConv2dOptions options);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor& weight_param() override { return weight; }
+  const QConv2dOptions& options() const { return opt_; }
+
+  torch::Tensor weight, bias;
+
+ private:
+  QConv2dOptions opt_;
+};
+TORCH_MODULE(QConv2d);
+
+struct QLinearOptions {
+  QLinearOptions(int64_t in, int64_t out) : in_features_(in), out_features_(out) {}
+  TORCH_ARG(int64_t, in_features);
+  TORCH_ARG(int64_t, out_features);
+  TORCH_ARG(bool, bias) = true;
+  TORCH_ARG(QuantOptions, quant) = {};
+};
+
+class QLinearImpl : public torch::nn::Module, public QuantLayer {
+ public:
+  explicit QLinearImpl(QLinearOptions options);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor& weight_param() override { return weight; }
+  const QLinearOptions& options() const { return opt_; }
+
+  torch::Tensor weight, bias;
+
+ private:
+  QLinearOptions opt_;
+};
+TORCH_MODULE(QLinear);
+
+// One BatchNorm2d per width ("fp", "8", "6", ...), selected by the width of the layer it
+// follows (`source`). SPEC Sec. 3.
+class SwitchableBatchNorm2dImpl : public torch::nn::Module {
+ public:
+  SwitchableBatchNorm2dImpl(int64_t channels, std::vector<int> bits, std::shared_ptr<QuantLayer> source);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::nn::BatchNorm2d& bn_for(int bits);
+  // Copies the FP BN's parameters and running statistics into every width's BN.
+  void init_widths_from_fp();
+  const std::vector<int>& widths() const { return bits_; }
+  std::shared_ptr<QuantLayer> source() const { return source_; }
+
+ private:
+  std::vector<int> bits_;
+  std::map<int, torch::nn::BatchNorm2d> bns_;  // kFloatBits and each width
+  std::shared_ptr<QuantLayer> source_;
+};
+TORCH_MODULE(SwitchableBatchNorm2d);
+
+// ---- whole-model helpers ----
+
+// Quantized layers that follow the BitConfig, by full module name, in registration order.
+std::vector<std::pair<std::string, std::shared_ptr<QuantLayer>>> quant_layers(torch::nn::Module& model);
+// Sets every quantized layer's width from `config`. Layers with fixed widths keep theirs.
+void apply_bits(torch::nn::Module& model, const BitConfig& config);
+// Every switchable BN takes its FP statistics for all widths (starting from an FP32 model).
+void init_widths_from_fp(torch::nn::Module& model);
+
+// Parameter groups of SPEC Sec. 4: conv/linear weights (with weight decay) and the rest
+// (weight/activation scales, BN, biases: no weight decay, learning rate scaled by ALRS).
+struct ParamGroups {
+  std::vector<torch::Tensor> weights;
+  std::vector<torch::Tensor> others;
+};
+ParamGroups split_params(torch::nn::Module& model);
+
+}  // namespace bitswitch::nn

@@ -1,0 +1,86 @@
+// Fake-quantization autograd ops of Double Rounding (SPEC.md Sec. 2; paper Sec. 3.1).
+// Two implementations with identical forward results: a fused CPU kernel (one pass forward,
+// one pass backward) and the plain composed-ATen reference that tests compare against.
+#pragma once
+#include <torch/types.h>
+
+#include <cstdint>
+
+#include "bitswitch/quant/double_rounding.h"
+
+namespace bitswitch::quant {
+
+enum class Impl : int {
+  kAuto = 0,       // fused kernel for float32 CPU tensors, reference otherwise
+  kFused = 1,      // fused CPU kernel (errors on unsupported tensors)
+  kReference = 2,  // composed ATen ops
+};
+
+// Weight quantizer: signed, symmetric, per output channel (dim 0), one shared scale `s`
+// stored for the highest width `high_bits`; the l-bit weight is derived by the second rounding.
+struct WeightQuantSpec {
+  int high_bits = 8;
+  int bits = 8;
+  SecondRounding rounding = SecondRounding::kHalfUp;
+  // Multiply the scale gradient by 2^(h-l), the exact derivative of s * 2^(h-l).
+  // Off by default like the reference code (SPEC Sec. 2, "Gradients").
+  bool exact_scale_grad = false;
+};
+
+// W_l = q_l * s * 2^(h-l). `w`: [C, ...] float; `scale`: [C], > 0.
+// Gradients (LSQ straight-through, g = 1/sqrt(N_c * Qp), N_c = elements of channel c):
+//   dW = dOut inside [Qn, Qp], 0 outside, with v = W / (s 2^d);
+//   ds_c = g * sum_c dOut * (q_l - v inside | Qn below | Qp above) [* 2^d if exact].
+torch::Tensor fake_quant_weight(const torch::Tensor& w, const torch::Tensor& scale,
+                                const WeightQuantSpec& spec, Impl impl = Impl::kAuto);
+
+// Activation quantizer: unsigned, per tensor, one learned scale per width.
+// x_b = clamp(round(x / a), 0, 2^b - 1) * a; gradients as above with Qn = 0, N = numel.
+// `scale`: a one-element tensor.
+torch::Tensor fake_quant_act(const torch::Tensor& x, const torch::Tensor& scale, int bits,
+                             Impl impl = Impl::kAuto);
+
+// Integer codes, the export/deploy side of the same definition (no autograd).
+// weight_codes: int8 h-bit codes of `w` with per-channel `scale`.
+torch::Tensor weight_codes(const torch::Tensor& w, const torch::Tensor& scale, int high_bits);
+// derive_codes: l-bit codes (int8) from h-bit codes (int8), by the integer second rounding.
+torch::Tensor derive_codes(const torch::Tensor& codes, int high_bits, int low_bits,
+                           SecondRounding rounding);
+
+// Checks that `bits` is a supported width; `what` names the value in the message.
+void check_bits(int bits, const char* what);
+
+// Initial scales (SPEC Sec. 2): weights max(|mu - 3 sigma|, |mu + 3 sigma|) / 2^(h-1) per
+// channel; activations LSQ's 2 * mean|x| / sqrt(2^b - 1).
+torch::Tensor init_weight_scale(const torch::Tensor& w, int high_bits);
+torch::Tensor init_act_scale(const torch::Tensor& x, int bits);
+
+namespace detail {
+// Raw kernels, exposed for tests and benchmarks. All outputs are freshly allocated.
+// Forward results are bit-identical between the two implementations.
+torch::Tensor weight_forward_fused(const torch::Tensor& w, const torch::Tensor& scale,
+                                   const WeightQuantSpec& spec);
+torch::Tensor weight_forward_reference(const torch::Tensor& w, const torch::Tensor& scale,
+                                       const WeightQuantSpec& spec);
+// Returns {grad_w, grad_scale}.
+std::pair<torch::Tensor, torch::Tensor> weight_backward_fused(const torch::Tensor& grad,
+                                                              const torch::Tensor& w,
+                                                              const torch::Tensor& scale,
+                                                              const WeightQuantSpec& spec);
+std::pair<torch::Tensor, torch::Tensor> weight_backward_reference(const torch::Tensor& grad,
+                                                                  const torch::Tensor& w,
+                                                                  const torch::Tensor& scale,
+                                                                  const WeightQuantSpec& spec);
+torch::Tensor act_forward_fused(const torch::Tensor& x, const torch::Tensor& scale, int bits);
+torch::Tensor act_forward_reference(const torch::Tensor& x, const torch::Tensor& scale, int bits);
+std::pair<torch::Tensor, torch::Tensor> act_backward_fused(const torch::Tensor& grad,
+                                                           const torch::Tensor& x,
+                                                           const torch::Tensor& scale, int bits);
+std::pair<torch::Tensor, torch::Tensor> act_backward_reference(const torch::Tensor& grad,
+                                                               const torch::Tensor& x,
+                                                               const torch::Tensor& scale,
+                                                               int bits);
+bool fused_supported(const torch::Tensor& t);
+}  // namespace detail
+
+}  // namespace bitswitch::quant

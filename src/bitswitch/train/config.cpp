@@ -1,0 +1,227 @@
+// Training configuration: defaults, JSON/YAML loading, strict validation.
+#include "bitswitch/train/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "bitswitch/nn/bit_config.h"
+#include "bitswitch/util/atomic_file.h"
+#include "bitswitch/util/error.h"
+
+namespace bitswitch::train {
+
+using json = nlohmann::json;
+
+namespace {
+
+std::string type_name(const json& v) { return v.type_name(); }
+
+template <typename T>
+T get_as(const json& v, const std::string& key, const std::string& source) {
+  auto bad = [&](const char* want) {
+    fail(source, ": field '", key, "' must be ", want, ", got ", v.dump(), " (", type_name(v), ")");
+  };
+  if constexpr (std::is_same_v<T, bool>) {
+    if (!v.is_boolean()) bad("a boolean");
+    return v.get<bool>();
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    if (!v.is_string()) bad("a string");
+    return v.get<std::string>();
+  } else if constexpr (std::is_floating_point_v<T>) {
+    if (!v.is_number()) bad("a number");
+    return v.get<T>();
+  } else if constexpr (std::is_unsigned_v<T>) {
+    if (!v.is_number_integer() || (v.is_number_integer() && v.get<int64_t>() < 0)) bad("a non-negative integer");
+    return v.get<T>();
+  } else {
+    if (!v.is_number_integer()) bad("an integer");
+    return v.get<T>();
+  }
+}
+
+struct Field {
+  std::string help;
+  std::function<void(TrainConfig&, const json&, const std::string&)> set;
+  std::function<json(const TrainConfig&)> get;
+};
+
+#define BS_FIELD(name, type, help)                                                            \
+  {                                                                                           \
+    #name, Field {                                                                            \
+      help, [](TrainConfig& c, const json& v, const std::string& src) { c.name = get_as<type>(v, #name, src); }, \
+          [](const TrainConfig& c) { return json(c.name); }                                   \
+    }                                                                                         \
+  }
+
+const std::vector<std::pair<std::string, Field>>& fields() {
+  static const std::vector<std::pair<std::string, Field>> f = {
+      BS_FIELD(model, std::string, "architecture: resnet20 or smallcnn"),
+      BS_FIELD(dataset, std::string, "fashion-mnist (default, from the Debian package) or cifar10"),
+      BS_FIELD(data_dir, std::string, "dataset directory (empty: the dataset's default location)"),
+      {"bits",
+       Field{"bit-widths trained jointly, e.g. [8,6,4,2] or \"8,6,4,2\" (each in [2,8], no duplicates)",
+             [](TrainConfig& c, const json& v, const std::string& src) {
+               if (v.is_string()) {
+                 c.bits = nn::parse_bit_list(v.get<std::string>(), src + ": field 'bits'");
+               } else if (v.is_array()) {
+                 std::vector<int> b;
+                 for (const auto& x : v) b.push_back(get_as<int>(x, "bits", src));
+                 c.bits = nn::check_bit_list(b, src + ": field 'bits'");
+               } else {
+                 fail(src, ": field 'bits' must be a list of integers, got ", v.dump());
+               }
+             },
+             [](const TrainConfig& c) { return json(c.bits); }}},
+      BS_FIELD(first_last_bits, int, "width of the first conv and last linear: 32 (FP) or 8"),
+      BS_FIELD(second_rounding, std::string, "second rounding of Double Rounding: half-up or floor"),
+      BS_FIELD(exact_scale_grad, bool, "multiply the weight-scale gradient by 2^(h-l)"),
+      BS_FIELD(fp_epochs, int, "FP32 pre-training epochs (skipped when `init` is given)"),
+      BS_FIELD(epochs, int, "joint multi-precision training epochs"),
+      BS_FIELD(batch, int, "mini-batch size"),
+      BS_FIELD(train_limit, int64_t, "use only the first N training images (0: all)"),
+      BS_FIELD(test_limit, int64_t, "evaluate on the first N test images (0: all)"),
+      BS_FIELD(augment_pad, int, "random-crop padding in pixels (0: no crop)"),
+      BS_FIELD(hflip, bool, "random horizontal flip"),
+      BS_FIELD(fp_optimizer, std::string, "FP32 phase optimizer: sgd or adam"),
+      BS_FIELD(fp_lr, double, "FP32 phase learning rate"),
+      BS_FIELD(fp_weight_decay, double, "FP32 phase weight decay (conv/linear weights)"),
+      BS_FIELD(optimizer, std::string, "joint phase optimizer: adam or sgd"),
+      BS_FIELD(lr, double, "joint phase base learning rate"),
+      BS_FIELD(weight_decay, double, "joint phase weight decay (conv/linear weights only)"),
+      BS_FIELD(momentum, double, "SGD momentum (Nesterov)"),
+      BS_FIELD(warmup_epochs, int, "linear warm-up epochs before the cosine schedule"),
+      BS_FIELD(alrs, bool, "adaptive learning-rate scaling of scales/BN per width"),
+      BS_FIELD(joint_mode, std::string, "per-width (one step per width, highest first) or summed"),
+      BS_FIELD(kd, bool, "progressive self-distillation from the highest width"),
+      BS_FIELD(init, std::string, "checkpoint to start from (FP32 or multi-precision)"),
+      BS_FIELD(out, std::string, "run directory"),
+      BS_FIELD(resume, bool, "continue the run in `out` from its checkpoint"),
+      BS_FIELD(stop_after, int, "stop after N epochs in this invocation (continue with resume)"),
+      BS_FIELD(threads, int, "CPU threads (0: all cores)"),
+      BS_FIELD(seed, uint64_t, "random seed (weights, data order, augmentation)"),
+      BS_FIELD(log_interval, double, "seconds between progress lines when not on a terminal"),
+  };
+  return f;
+}
+#undef BS_FIELD
+
+const Field* find_field(const std::string& name) {
+  for (const auto& [n, f] : fields())
+    if (n == name) return &f;
+  return nullptr;
+}
+
+json yaml_to_json(const YAML::Node& node, const std::string& path) {
+  switch (node.Type()) {
+    case YAML::NodeType::Null:
+      return nullptr;
+    case YAML::NodeType::Scalar: {
+      const std::string s = node.Scalar();
+      if (node.Tag() == "!") return s;  // quoted
+      if (s == "true" || s == "True") return true;
+      if (s == "false" || s == "False") return false;
+      try {
+        size_t used = 0;
+        long long i = std::stoll(s, &used);
+        if (used == s.size()) return i;
+      } catch (...) {
+      }
+      try {
+        size_t used = 0;
+        double d = std::stod(s, &used);
+        if (used == s.size()) return d;
+      } catch (...) {
+      }
+      return s;
+    }
+    case YAML::NodeType::Sequence: {
+      json a = json::array();
+      for (const auto& x : node) a.push_back(yaml_to_json(x, path));
+      return a;
+    }
+    case YAML::NodeType::Map: {
+      json o = json::object();
+      for (const auto& kv : node) o[kv.first.as<std::string>()] = yaml_to_json(kv.second, path);
+      return o;
+    }
+    default:
+      fail(path, ": unsupported YAML node");
+  }
+}
+
+}  // namespace
+
+json TrainConfig::to_json() const {
+  json j = json::object();
+  for (const auto& [name, f] : fields()) j[name] = f.get(*this);
+  return j;
+}
+
+void TrainConfig::merge_json(const json& j, const std::string& source) {
+  BS_CHECK(j.is_object(), source, ": the configuration must be a mapping of field names to values");
+  for (const auto& [key, value] : j.items()) {
+    const Field* f = find_field(key);
+    if (!f) {
+      std::string known;
+      for (const auto& [n, _] : fields()) known += (known.empty() ? "" : ", ") + n;
+      fail(source, ": unknown field '", key, "' (known fields: ", known, ")");
+    }
+    f->set(*this, value, source);
+  }
+}
+
+void TrainConfig::validate() const {
+  nn::check_bit_list(bits, "bits");
+  BS_CHECK(first_last_bits == 32 || first_last_bits == 8, "first_last_bits must be 32 or 8, got ", first_last_bits);
+  BS_CHECK(second_rounding == "half-up" || second_rounding == "floor",
+           "second_rounding must be half-up or floor, got '", second_rounding, "'");
+  BS_CHECK(fp_epochs >= 0, "fp_epochs must be >= 0, got ", fp_epochs);
+  BS_CHECK(epochs >= 0, "epochs must be >= 0, got ", epochs);
+  BS_CHECK(batch > 0, "batch must be > 0, got ", batch);
+  BS_CHECK(train_limit >= 0 && test_limit >= 0, "train_limit/test_limit must be >= 0");
+  BS_CHECK(augment_pad >= 0 && augment_pad <= 16, "augment_pad must be in [0, 16], got ", augment_pad);
+  for (const auto* o : {&fp_optimizer, &optimizer})
+    BS_CHECK(*o == "sgd" || *o == "adam", "optimizer must be sgd or adam, got '", *o, "'");
+  BS_CHECK(lr > 0 && fp_lr > 0, "learning rates must be > 0");
+  BS_CHECK(weight_decay >= 0 && fp_weight_decay >= 0, "weight decay must be >= 0");
+  BS_CHECK(warmup_epochs >= 0, "warmup_epochs must be >= 0");
+  BS_CHECK(joint_mode == "per-width" || joint_mode == "summed",
+           "joint_mode must be per-width or summed, got '", joint_mode, "'");
+  BS_CHECK(!out.empty(), "out must name a run directory");
+  BS_CHECK(stop_after >= 0, "stop_after must be >= 0");
+  BS_CHECK(threads >= 0, "threads must be >= 0, got ", threads);
+  BS_CHECK(log_interval > 0, "log_interval must be > 0");
+}
+
+json load_config_file(const std::string& path) {
+  const std::string text = read_text_file(path);
+  const std::string ext = std::filesystem::path(path).extension().string();
+  if (ext == ".yaml" || ext == ".yml") {
+    try {
+      return yaml_to_json(YAML::Load(text), path);
+    } catch (const YAML::Exception& e) {
+      fail(path, ": invalid YAML: ", e.what());
+    }
+  }
+  BS_CHECK(ext == ".json", path, ": config files must end in .json, .yaml or .yml");
+  try {
+    return json::parse(text);
+  } catch (const json::parse_error& e) {
+    fail(path, ": invalid JSON: ", e.what());
+  }
+}
+
+const std::vector<FieldDoc>& config_fields() {
+  static const std::vector<FieldDoc> docs = [] {
+    std::vector<FieldDoc> d;
+    for (const auto& [n, f] : fields()) d.push_back({n, f.help});
+    return d;
+  }();
+  return docs;
+}
+
+}  // namespace bitswitch::train

@@ -1,0 +1,67 @@
+// The training configuration: every option of `bitswitch train`, with defaults, a JSON/YAML
+// file form and strict validation (unknown or mistyped fields are errors naming the field).
+#pragma once
+#include <nlohmann/json_fwd.hpp>
+
+#include <string>
+#include <vector>
+
+namespace bitswitch::train {
+
+struct TrainConfig {
+  // model and data
+  std::string model = "resnet20";
+  std::string dataset = "fashion-mnist";
+  std::string data_dir;          // empty: the dataset's default location
+  std::vector<int> bits = {8, 6, 4, 2};
+  int first_last_bits = 32;      // 32: FP first conv / last linear; 8: at 8 bits
+  std::string second_rounding = "half-up";  // or "floor" (plain shift)
+  bool exact_scale_grad = false;
+  // schedule
+  int fp_epochs = 4;             // FP32 pre-training (skipped with `init`)
+  int epochs = 2;                // one-shot joint training of all widths
+  int batch = 128;
+  int64_t train_limit = 0;       // use only the first N training images (0: all)
+  int64_t test_limit = 0;        // evaluate on the first N test images (0: all)
+  int augment_pad = 2;
+  bool hflip = true;
+  // FP32 phase optimiser
+  std::string fp_optimizer = "sgd";
+  double fp_lr = 0.1;
+  double fp_weight_decay = 5e-4;
+  // joint phase optimiser (paper: Adam, lr 5e-4, wd 5e-5, cosine)
+  std::string optimizer = "adam";
+  double lr = 5e-4;
+  double weight_decay = 5e-5;
+  double momentum = 0.9;         // SGD only
+  int warmup_epochs = 0;
+  bool alrs = true;              // SPEC Sec. 5
+  std::string joint_mode = "per-width";  // or "summed" (Alg. A.1 baseline)
+  bool kd = false;               // progressive self-distillation (SPEC Sec. 4)
+  // run
+  std::string init;              // FP32 or multi-precision checkpoint to start from
+  std::string out = "runs/default";
+  bool resume = false;
+  int stop_after = 0;            // stop after this many epochs in this invocation (0: run all)
+  int threads = 0;               // 0: all cores
+  uint64_t seed = 1;
+  double log_interval = 10.0;    // seconds between plain progress lines (non-terminal)
+
+  nlohmann::json to_json() const;
+  // Reads fields from `j`; unknown fields and wrong types are errors naming `source`.
+  void merge_json(const nlohmann::json& j, const std::string& source);
+  // Cross-field checks; throws bitswitch::Error naming the field.
+  void validate() const;
+};
+
+// Loads a .json, .yaml or .yml file into JSON (errors name the file and line).
+nlohmann::json load_config_file(const std::string& path);
+
+// Field names and help text, for documentation and `--help`.
+struct FieldDoc {
+  std::string name;
+  std::string help;
+};
+const std::vector<FieldDoc>& config_fields();
+
+}  // namespace bitswitch::train

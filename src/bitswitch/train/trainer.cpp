@@ -1,0 +1,436 @@
+// FP32 pre-training and one-shot joint multi-precision training.
+// Paper "Nearly Lossless Adaptive Bit Switching" Sec. 3.2-3.3 and App. A; SPEC.md Sec. 4-5:
+// every iteration runs all widths highest first, each with its own forward, backward and
+// optimizer step (Alg. A.2); two parameter groups (conv/linear weights with weight decay; the
+// rest without, under ALRS); optional progressive self-distillation; cosine schedule.
+#include "bitswitch/train/trainer.h"
+
+#include <torch/optim/adam.h>
+#include <torch/optim/sgd.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "bitswitch/data/datasets.h"
+#include "bitswitch/nn/layers.h"
+#include "bitswitch/train/alrs.h"
+#include "bitswitch/train/checkpoint.h"
+#include "bitswitch/train/progress.h"
+#include "bitswitch/util/atomic_file.h"
+#include "bitswitch/util/error.h"
+
+namespace bitswitch::train {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+int configure_threads(int threads) {
+  int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  torch::set_num_threads(n);
+  return n;
+}
+
+models::ModelSpec spec_from_config(const TrainConfig& c, int64_t in_channels, int64_t num_classes) {
+  models::ModelSpec s;
+  s.name = c.model;
+  s.in_channels = in_channels;
+  s.num_classes = num_classes;
+  s.bits = nn::check_bit_list(c.bits, "bits");
+  s.first_last_bits = c.first_last_bits;
+  s.rounding = c.second_rounding == "floor" ? quant::SecondRounding::kFloor : quant::SecondRounding::kHalfUp;
+  s.exact_scale_grad = c.exact_scale_grad;
+  return s;
+}
+
+EvalResult evaluate(models::ModelImpl& model, data::Loader& loader, const nn::BitConfig& bits) {
+  torch::NoGradGuard ng;
+  const bool was_training = model.is_training();
+  model.eval();
+  nn::apply_bits(model, bits);
+  EvalResult r;
+  double loss_sum = 0;
+  int64_t correct = 0;
+  data::Batch b;
+  loader.start_epoch(0);
+  while (loader.next(b)) {
+    auto logits = model.forward(b.images);
+    loss_sum += torch::nn::functional::cross_entropy(logits, b.labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)).item<double>();
+    correct += logits.argmax(1).eq(b.labels).sum().item<int64_t>();
+    r.count += b.labels.size(0);
+  }
+  model.train(was_training);
+  r.accuracy = r.count ? 100.0 * correct / r.count : 0;
+  r.loss = r.count ? loss_sum / r.count : 0;
+  return r;
+}
+
+namespace {
+
+using torch::optim::Adam;
+using torch::optim::AdamOptions;
+using torch::optim::OptimizerParamGroup;
+using torch::optim::SGD;
+using torch::optim::SGDOptions;
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::string& kind, const nn::ParamGroups& g,
+                                                        double lr, double wd, double momentum) {
+  std::vector<OptimizerParamGroup> groups;
+  if (kind == "adam") {
+    groups.emplace_back(g.weights, std::make_unique<AdamOptions>(AdamOptions(lr).weight_decay(wd)));
+    groups.emplace_back(g.others, std::make_unique<AdamOptions>(AdamOptions(lr).weight_decay(0)));
+    return std::make_unique<Adam>(std::move(groups), AdamOptions(lr));
+  }
+  auto sgd = [&](double decay) { return SGDOptions(lr).momentum(momentum).nesterov(momentum > 0).weight_decay(decay); };
+  groups.emplace_back(g.weights, std::make_unique<SGDOptions>(sgd(wd)));
+  groups.emplace_back(g.others, std::make_unique<SGDOptions>(sgd(0)));
+  return std::make_unique<SGD>(std::move(groups), sgd(wd));
+}
+
+// Gradients become undefined, not zero, so that an optimizer skips the per-width parameters
+// (activation scales, BNs) of widths that did not run in this step.
+void clear_grads(const std::vector<torch::Tensor>& params) {
+  for (const auto& p : params)
+    if (p.grad().defined()) const_cast<torch::Tensor&>(p).mutable_grad().reset();
+}
+
+torch::Tensor soft_cross_entropy(const torch::Tensor& logits, const torch::Tensor& target) {
+  return -(target * torch::log_softmax(logits, 1)).sum(1).mean();
+}
+
+class Trainer {
+ public:
+  explicit Trainer(TrainConfig cfg) : cfg_(std::move(cfg)) {}
+
+  TrainResult run() {
+    cfg_.validate();
+    const int threads = configure_threads(cfg_.threads);
+    fs::create_directories(cfg_.out);
+    ckpt_path_ = (fs::path(cfg_.out) / "checkpoint.pt").string();
+    metrics_path_ = (fs::path(cfg_.out) / "metrics.jsonl").string();
+
+    data_ = data::load_dataset(cfg_.dataset, cfg_.data_dir);
+    spec_ = spec_from_config(cfg_, data_.train.channels(), data_.train.num_classes);
+    torch::manual_seed(cfg_.seed);
+    model_ = models::create_model(spec_);
+    model_->train();
+    params_ = model_->parameters();
+
+    data::LoaderOptions tr;
+    tr.batch_size = cfg_.batch;
+    tr.shuffle = true;
+    tr.drop_last = true;
+    tr.augment = {cfg_.augment_pad, cfg_.hflip};
+    tr.seed = cfg_.seed;
+    tr.limit = cfg_.train_limit;
+    train_loader_ = std::make_unique<data::Loader>(data_.train, tr);
+    data::LoaderOptions te;
+    te.batch_size = 500;
+    te.limit = cfg_.test_limit;
+    test_loader_ = std::make_unique<data::Loader>(data_.test, te);
+    BS_CHECK(train_loader_->num_batches() > 0, "train_limit ", cfg_.train_limit, " with batch ", cfg_.batch,
+             " leaves no complete training batch");
+
+    log(fmt::format("model {} ({} parameters), data {} ({} train / {} test), bits {}, threads {}, out {}", spec_.name,
+                    count_params(), data_.train.name, train_loader_->num_samples(), test_loader_->num_samples(),
+                    nn::format_bit_list(spec_.bits), threads, cfg_.out));
+
+    std::string phase = "fp";
+    int epoch = 0;  // epochs completed in `phase`
+    if (cfg_.resume) {
+      std::tie(phase, epoch) = restore();
+    } else {
+      std::remove(metrics_path_.c_str());
+      if (!cfg_.init.empty()) {
+        Checkpoint init(cfg_.init);
+        init.load_model(*model_, /*strict=*/false);
+        const bool from_fp = init.meta().value("phase", "fp") == "fp";
+        if (from_fp) nn::init_widths_from_fp(*model_);
+        log(fmt::format("initialised from {} ({} checkpoint)", cfg_.init, from_fp ? "FP32" : "multi-precision"));
+        phase = "joint";
+      }
+    }
+    write_text_atomically((fs::path(cfg_.out) / "config.json").string(), cfg_.to_json().dump(2) + "\n");
+
+    int ran = 0;
+    auto budget_left = [&] { return cfg_.stop_after == 0 || ran < cfg_.stop_after; };
+    if (phase == "fp") {
+      if (!optimizer_) make_phase_optimizer(true);
+      while (epoch < cfg_.fp_epochs && budget_left()) {
+        train_epoch_fp(epoch);
+        ++epoch;
+        ++ran;
+        end_epoch("fp", epoch);
+      }
+      if (epoch >= cfg_.fp_epochs) {
+        if (cfg_.fp_epochs > 0) save_fp32();
+        phase = "joint";
+        epoch = 0;
+        nn::init_widths_from_fp(*model_);
+        optimizer_.reset();
+      }
+    }
+    if (phase == "joint" && budget_left()) {
+      if (!optimizer_) make_phase_optimizer(false);
+      while (epoch < cfg_.epochs && budget_left()) {
+        train_epoch_joint(epoch);
+        ++epoch;
+        ++ran;
+        end_epoch("joint", epoch);
+      }
+    }
+    TrainResult result;
+    result.finished = (phase == "joint" && epoch >= cfg_.epochs);
+    result.seconds = seconds_;
+    result.accuracy = last_accuracy_;
+    result.checkpoint = ckpt_path_;
+    if (result.finished) {
+      json summary{{"accuracy", last_accuracy_}, {"seconds", seconds_}, {"model", spec_.name},
+                   {"dataset", data_.train.name}, {"bits", spec_.bits}, {"seed", cfg_.seed},
+                   {"checkpoint", "checkpoint.pt"}};
+      write_text_atomically((fs::path(cfg_.out) / "summary.json").string(), summary.dump(2) + "\n");
+      log("done: " + last_accuracy_.dump() + fmt::format(" in {}", format_duration(seconds_)));
+    } else {
+      log(fmt::format("stopped after {} epoch(s) as asked; continue with --resume --out {}", ran, cfg_.out));
+    }
+    return result;
+  }
+
+ private:
+  void log(const std::string& s) { fmt::print(stderr, "[bitswitch] {}\n", s); }
+
+  int64_t count_params() {
+    int64_t n = 0;
+    for (const auto& p : params_) n += p.numel();
+    return n;
+  }
+
+  void make_phase_optimizer(bool fp) {
+    auto groups = nn::split_params(*model_);
+    optimizer_ = fp ? make_optimizer(cfg_.fp_optimizer, groups, cfg_.fp_lr, cfg_.fp_weight_decay, cfg_.momentum)
+                    : make_optimizer(cfg_.optimizer, groups, cfg_.lr, cfg_.weight_decay, cfg_.momentum);
+    others_ = groups.others;
+  }
+
+  void set_lrs(double weights_lr, double others_lr) {
+    optimizer_->param_groups()[0].options().set_lr(weights_lr);
+    optimizer_->param_groups()[1].options().set_lr(others_lr);
+  }
+
+  double phase_lr(bool fp, int epoch, int64_t i) {
+    const int64_t per = train_loader_->num_batches();
+    const int epochs = fp ? cfg_.fp_epochs : cfg_.epochs;
+    return cosine_lr(fp ? cfg_.fp_lr : cfg_.lr, epoch * per + i, epochs * per, int64_t(cfg_.warmup_epochs) * per);
+  }
+
+  void train_epoch_fp(int epoch) {
+    nn::apply_bits(*model_, nn::BitConfig::fp32());
+    model_->train();
+    train_loader_->start_epoch(epoch);
+    Progress bar(fmt::format("fp32 epoch {}/{}", epoch + 1, cfg_.fp_epochs), train_loader_->num_batches(),
+                 cfg_.log_interval);
+    data::Batch b;
+    int64_t i = 0;
+    double loss_sum = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    while (train_loader_->next(b)) {
+      const double lr = phase_lr(true, epoch, i);
+      set_lrs(lr, lr);
+      clear_grads(params_);
+      auto loss = torch::cross_entropy_loss(model_->forward(b.images), b.labels);
+      loss.backward();
+      optimizer_->step();
+      loss_sum += loss.item<double>();
+      ++i;
+      bar.update(i, fmt::format("loss {:.4f} lr {:.4g}", loss_sum / i, lr));
+    }
+    bar.finish(fmt::format("loss {:.4f}", loss_sum / std::max<int64_t>(i, 1)));
+    seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    epoch_train_loss_ = json{{"fp32", loss_sum / std::max<int64_t>(i, 1)}};
+  }
+
+  void train_epoch_joint(int epoch) {
+    model_->train();
+    train_loader_->start_epoch(epoch);
+    const auto& bits = spec_.bits;
+    const int high = bits.front();
+    const bool summed = cfg_.joint_mode == "summed";
+    const double alpha = 0.7 * double(epoch + 1) / double(std::max(cfg_.epochs, 1));
+    const int64_t n_train = data_.train.size();
+    torch::Tensor kd_next;
+    if (cfg_.kd) kd_next = torch::zeros({n_train, spec_.num_classes});
+
+    Progress bar(fmt::format("joint epoch {}/{}", epoch + 1, cfg_.epochs), train_loader_->num_batches(),
+                 cfg_.log_interval);
+    std::vector<double> loss_sum(bits.size(), 0.0);
+    data::Batch b;
+    int64_t i = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    while (train_loader_->next(b)) {
+      const double lr = phase_lr(false, epoch, i);
+      torch::Tensor onehot, teacher;
+      if (cfg_.kd) onehot = torch::one_hot(b.labels, spec_.num_classes).to(torch::kFloat32);
+      if (summed) {
+        set_lrs(lr, lr);
+        clear_grads(params_);
+      }
+      for (size_t k = 0; k < bits.size(); ++k) {
+        const int w = bits[k];
+        const double eta = cfg_.alrs ? alrs_eta(high, w) : 1.0;
+        nn::apply_bits(*model_, nn::BitConfig::uniform(w));
+        if (!summed) {
+          set_lrs(lr, eta * lr);
+          clear_grads(params_);
+        }
+        auto logits = model_->forward(b.images);
+        torch::Tensor loss;
+        if (cfg_.kd) {
+          torch::Tensor target = onehot;
+          if (k == 0) {
+            // The highest width learns from its own predictions of the previous epoch.
+            if (kd_prev_.defined()) target = (1 - alpha) * onehot + alpha * kd_prev_.index_select(0, b.indices);
+            auto p = torch::softmax(logits.detach(), 1);
+            kd_next.index_copy_(0, b.indices, p);
+            teacher = p;
+          } else {
+            target = (1 - alpha) * onehot + alpha * teacher;
+          }
+          loss = soft_cross_entropy(logits, target);
+        } else {
+          loss = torch::cross_entropy_loss(logits, b.labels);
+        }
+        if (summed && cfg_.alrs && eta != 1.0) {
+          // One step for all widths: ALRS scales this width's contribution to the scale/BN group.
+          std::vector<torch::Tensor> before;
+          for (const auto& p : others_) before.push_back(p.grad().defined() ? p.grad().clone() : torch::Tensor());
+          loss.backward();
+          torch::NoGradGuard ng;
+          for (size_t j = 0; j < others_.size(); ++j) {
+            auto g = others_[j].grad();
+            if (!g.defined()) continue;
+            if (before[j].defined()) g.sub_(before[j]).mul_(eta).add_(before[j]);
+            else g.mul_(eta);
+          }
+        } else {
+          loss.backward();
+        }
+        if (!summed) optimizer_->step();
+        loss_sum[k] += loss.item<double>();
+      }
+      if (summed) optimizer_->step();
+      ++i;
+      std::string status;
+      for (size_t k = 0; k < bits.size(); ++k) status += fmt::format("w{} {:.3f} ", bits[k], loss_sum[k] / i);
+      bar.update(i, status + fmt::format("lr {:.3g}", lr));
+    }
+    std::string status;
+    for (size_t k = 0; k < bits.size(); ++k) status += fmt::format("w{} {:.3f} ", bits[k], loss_sum[k] / std::max<int64_t>(i, 1));
+    bar.finish(status);
+    seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    epoch_train_loss_ = json::object();
+    for (size_t k = 0; k < bits.size(); ++k)
+      epoch_train_loss_[nn::width_label(bits[k])] = loss_sum[k] / std::max<int64_t>(i, 1);
+    if (cfg_.kd) kd_prev_ = kd_next;
+  }
+
+  void end_epoch(const std::string& phase, int epoch) {
+    json acc = json::object(), loss = json::object();
+    std::vector<int> widths{nn::kFloatBits};
+    if (phase == "joint") widths.insert(widths.end(), spec_.bits.begin(), spec_.bits.end());
+    std::string line;
+    for (int w : widths) {
+      auto r = evaluate(*model_, *test_loader_, nn::BitConfig::uniform(w));
+      acc[nn::width_label(w)] = r.accuracy;
+      loss[nn::width_label(w)] = r.loss;
+      line += fmt::format(" {} {:.2f}%", nn::width_label(w), r.accuracy);
+    }
+    last_accuracy_ = acc;
+    log(fmt::format("{} epoch {} test accuracy:{}", phase, epoch, line));
+    json m{{"phase", phase}, {"epoch", epoch}, {"train_loss", epoch_train_loss_}, {"test_accuracy", acc},
+           {"test_loss", loss}, {"seconds", seconds_}};
+    {
+      std::ofstream out(metrics_path_, std::ios::app);
+      BS_CHECK(out, "cannot append to '", metrics_path_, "'");
+      out << m.dump() << "\n";
+    }
+    ++metrics_lines_;
+    save(phase, epoch);
+  }
+
+  json meta(const std::string& phase, int epoch) {
+    return json{{"spec", spec_to_json(spec_)}, {"config", cfg_.to_json()}, {"phase", phase}, {"epoch", epoch},
+                {"seconds", seconds_}, {"metrics_lines", metrics_lines_}, {"accuracy", last_accuracy_},
+                {"dataset", data_.train.name}};
+  }
+
+  void save(const std::string& phase, int epoch) {
+    CheckpointData d;
+    d.meta = meta(phase, epoch);
+    d.model = model_.get();
+    d.optimizer = optimizer_.get();
+    if (kd_prev_.defined()) d.extra["kd_prev"] = kd_prev_;
+    save_checkpoint(ckpt_path_, d);
+  }
+
+  void save_fp32() {
+    CheckpointData d;
+    d.meta = meta("fp", cfg_.fp_epochs);
+    d.model = model_.get();
+    save_checkpoint((fs::path(cfg_.out) / "fp32.pt").string(), d);
+  }
+
+  std::pair<std::string, int> restore() {
+    Checkpoint ck(ckpt_path_);
+    const auto stored = ck.spec();
+    BS_CHECK(spec_to_json(stored) == spec_to_json(spec_), "checkpoint '", ckpt_path_,
+             "' was written for model spec ", spec_to_json(stored).dump(), ", this run builds ", spec_to_json(spec_).dump());
+    ck.load_model(*model_, /*strict=*/true);
+    std::string phase = ck.meta().at("phase").get<std::string>();
+    int epoch = ck.meta().at("epoch").get<int>();
+    seconds_ = ck.meta().value("seconds", 0.0);
+    last_accuracy_ = ck.meta().value("accuracy", json::object());
+    metrics_lines_ = ck.meta().value("metrics_lines", int64_t(0));
+    kd_prev_ = ck.extra("kd_prev");
+    // Keep exactly the metrics lines that the checkpoint had seen.
+    std::vector<std::string> lines;
+    {
+      std::ifstream in(metrics_path_);
+      std::string l;
+      while (int64_t(lines.size()) < metrics_lines_ && std::getline(in, l)) lines.push_back(l);
+    }
+    std::string text;
+    for (const auto& l : lines) text += l + "\n";
+    write_text_atomically(metrics_path_, text);
+    if (phase == "fp" && epoch >= cfg_.fp_epochs) {
+      // The FP phase had just ended: the joint phase starts fresh.
+      return {"fp", epoch};
+    }
+    make_phase_optimizer(phase == "fp");
+    if (ck.has_optimizer()) ck.load_optimizer(*optimizer_);
+    log(fmt::format("resumed from {}: {} phase, {} epoch(s) done", ckpt_path_, phase, epoch));
+    return {phase, epoch};
+  }
+
+  TrainConfig cfg_;
+  data::DatasetPair data_;
+  models::ModelSpec spec_;
+  models::Model model_;
+  std::vector<torch::Tensor> params_, others_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::unique_ptr<data::Loader> train_loader_, test_loader_;
+  std::string ckpt_path_, metrics_path_;
+  torch::Tensor kd_prev_;
+  json last_accuracy_ = json::object();
+  json epoch_train_loss_ = json::object();
+  double seconds_ = 0;
+  int64_t metrics_lines_ = 0;
+};
+
+}  // namespace
+
+TrainResult run_training(TrainConfig config) { return Trainer(std::move(config)).run(); }
+
+}  // namespace bitswitch::train

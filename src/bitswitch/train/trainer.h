@@ -1,0 +1,40 @@
+// FP32 training and one-shot joint multi-precision training (SPEC.md Sec. 4-5; paper Sec. 3.2-3.3,
+// Alg. A.2 with the summed-loss Alg. A.1 as an option), with evaluation, checkpoints and resume.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "bitswitch/data/loader.h"
+#include "bitswitch/models/model.h"
+#include "bitswitch/nn/bit_config.h"
+#include "bitswitch/train/config.h"
+
+namespace bitswitch::train {
+
+struct EvalResult {
+  double accuracy = 0;  // top-1, percent
+  double loss = 0;      // mean cross-entropy
+  int64_t count = 0;
+};
+
+// Evaluates `model` at `bits` on every batch of `loader` (eval mode, no grad).
+EvalResult evaluate(models::ModelImpl& model, data::Loader& loader, const nn::BitConfig& bits);
+
+struct TrainResult {
+  nlohmann::json accuracy;  // {"fp32": .., "w8": .., ...} from the last evaluation
+  double seconds = 0;       // training time over all invocations of the run
+  bool finished = false;    // false when stopped early by `stop_after`
+  std::string checkpoint;
+};
+
+// Runs the whole job described by `config` and writes the run directory:
+// config.json, metrics.jsonl, summary.json, checkpoint.pt (and fp32.pt after the FP phase).
+TrainResult run_training(TrainConfig config);
+
+// The model spec a config describes on a dataset with `in_channels` and `num_classes`.
+models::ModelSpec spec_from_config(const TrainConfig& config, int64_t in_channels, int64_t num_classes);
+
+// Sets torch's thread count: `threads` or, when 0, all hardware threads. Returns the count.
+int configure_threads(int threads);
+
+}  // namespace bitswitch::train
