@@ -12,19 +12,19 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& what) : std::runtime_error(what) {}
 };
 
-namespace detail {
+namespace error_detail {
 inline void append(std::ostringstream&) {}
 template <typename T, typename... Rest>
 void append(std::ostringstream& os, const T& v, const Rest&... rest) {
   os << v;
   append(os, rest...);
 }
-}  // namespace detail
+}  // namespace error_detail
 
 template <typename... Args>
 std::string str_cat(const Args&... args) {
   std::ostringstream os;
-  detail::append(os, args...);
+  error_detail::append(os, args...);
   return os.str();
 }
 

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Command-line error paths: each bad input exits non-zero with a message naming the culprit,
+# and no checkpoint is left behind. Usage: cli_errors.sh BITSWITCH_BINARY TMP_DIR
+set -u
+BIN=$1
+TMP=$2
+rm -rf "$TMP" && mkdir -p "$TMP"
+passed=0
+failed=0
+
+expect_error() {  # expect_error "message substring" args...
+  local want=$1
+  shift
+  local out rc
+  out=$("$BIN" "$@" 2>&1)
+  rc=$?
+  if [ $rc -ne 0 ] && grep -qF -- "$want" <<<"$out"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+    echo "FAIL: bitswitch $* (exit $rc), expected '$want' in:"
+    echo "$out" | head -5
+  fi
+}
+
+printf 'epochs: 1\nlerning_rate: 0.1\n' >"$TMP/typo.yaml"
+printf '{"epochs": "two"}' >"$TMP/type.json"
+echo "not a checkpoint" >"$TMP/garbage.pt"
+mkdir -p "$TMP/badidx"
+printf 'garbage' | gzip >"$TMP/badidx/train-images-idx3-ubyte.gz"
+
+expect_error "bit-width 9 is outside [2, 8]" train --bits 8,9 --out "$TMP/r1"
+expect_error "bit-width 4 appears more than once" train --bits 8,4,4 --out "$TMP/r1"
+expect_error "--epochs: 'abc' is not an integer" train --epochs abc --out "$TMP/r1"
+expect_error "typo.yaml: unknown field 'lerning_rate'" train --config "$TMP/typo.yaml" --out "$TMP/r1"
+expect_error "type.json: field 'epochs' must be an integer" train --config "$TMP/type.json" --out "$TMP/r1"
+expect_error "unknown model 'resnet99'" train --model resnet99 --out "$TMP/r1" --train-limit 128
+expect_error "unknown dataset 'mnist3d'" train --dataset mnist3d --out "$TMP/r1"
+expect_error "train-images-idx3-ubyte.gz" train --data-dir "$TMP/badidx" --out "$TMP/r1"
+expect_error "garbage.pt' is corrupt or not a bitswitch checkpoint" eval --checkpoint "$TMP/garbage.pt"
+expect_error "missing.pt' does not exist" eval --checkpoint "$TMP/missing.pt"
+expect_error "garbage.pt' is corrupt" train --init "$TMP/garbage.pt" --out "$TMP/r2" --train-limit 128
+expect_error "config.json' does not exist" train --resume --out "$TMP/nothing-here"
+
+if ls "$TMP"/r1/checkpoint.pt "$TMP"/r2/checkpoint.pt >/dev/null 2>&1; then
+  echo "FAIL: a failed run left a checkpoint"
+  failed=$((failed + 1))
+else
+  passed=$((passed + 1))
+fi
+echo "cli_errors: $passed passed, $failed failed"
+[ $failed -eq 0 ]
