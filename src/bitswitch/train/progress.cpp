@@ -27,7 +27,7 @@ double Progress::elapsed() const {
 void Progress::update(int64_t done, const std::string& status) {
   const auto now = std::chrono::steady_clock::now();
   const double since = std::chrono::duration<double>(now - last_).count();
-  if (since < (tty_ ? 0.1 : interval_)) return;
+  if (since < (tty_ ? 0.1 : interval_) || (!tty_ && done >= total_)) return;
   last_ = now;
   draw(done, status, false);
 }

@@ -151,6 +151,9 @@ class Trainer {
         if (from_fp) nn::init_widths_from_fp(*model_);
         log(fmt::format("initialised from {} ({} checkpoint)", cfg_.init, from_fp ? "FP32" : "multi-precision"));
         phase = "joint";
+        auto r = evaluate(*model_, *test_loader_, nn::BitConfig::fp32());
+        fp_baseline_ = r.accuracy;
+        log(fmt::format("starting FP32 model: test accuracy {:.2f}%", r.accuracy));
       }
     }
     write_text_atomically((fs::path(cfg_.out) / "config.json").string(), cfg_.to_json().dump(2) + "\n");
@@ -166,7 +169,10 @@ class Trainer {
         end_epoch("fp", epoch);
       }
       if (epoch >= cfg_.fp_epochs) {
-        if (cfg_.fp_epochs > 0) save_fp32();
+        if (cfg_.fp_epochs > 0) {
+          fp_baseline_ = last_accuracy_.value("fp32", 0.0);
+          save_fp32();
+        }
         phase = "joint";
         epoch = 0;
         nn::init_widths_from_fp(*model_);
@@ -188,11 +194,15 @@ class Trainer {
     result.accuracy = last_accuracy_;
     result.checkpoint = ckpt_path_;
     if (result.finished) {
-      json summary{{"accuracy", last_accuracy_}, {"seconds", seconds_}, {"model", spec_.name},
+      // The FP32 reference is the model the joint phase started from; the FP path of the
+      // jointly trained weights (with pre-training BN statistics) is kept in metrics.jsonl.
+      if (phase == "joint" && cfg_.epochs > 0) result.accuracy["fp32"] = fp_baseline_;
+      print_table(result.accuracy);
+      json summary{{"accuracy", result.accuracy}, {"seconds", seconds_}, {"model", spec_.name},
                    {"dataset", data_.train.name}, {"bits", spec_.bits}, {"seed", cfg_.seed},
                    {"checkpoint", "checkpoint.pt"}};
       write_text_atomically((fs::path(cfg_.out) / "summary.json").string(), summary.dump(2) + "\n");
-      log("done: " + last_accuracy_.dump() + fmt::format(" in {}", format_duration(seconds_)));
+      log(fmt::format("done in {}; run directory {}", format_duration(seconds_), cfg_.out));
     } else {
       log(fmt::format("stopped after {} epoch(s) as asked; continue with --resume --out {}", ran, cfg_.out));
     }
@@ -201,6 +211,17 @@ class Trainer {
 
  private:
   void log(const std::string& s) { fmt::print(stderr, "[bitswitch] {}\n", s); }
+
+  void print_table(const json& acc) {
+    const double fp = acc.value("fp32", 0.0);
+    fmt::print(stderr, "\n| width | test accuracy (%) | vs FP32 |\n|---|---|---|\n| fp32 | {:.2f} | |\n", fp);
+    for (int w : spec_.bits) {
+      const auto key = nn::width_label(w);
+      if (acc.contains(key))
+        fmt::print(stderr, "| {} | {:.2f} | {:+.2f} |\n", key, acc[key].get<double>(), acc[key].get<double>() - fp);
+    }
+    fmt::print(stderr, "\n");
+  }
 
   int64_t count_params() {
     int64_t n = 0;
@@ -362,7 +383,7 @@ class Trainer {
 
   json meta(const std::string& phase, int epoch) {
     return json{{"spec", spec_to_json(spec_)}, {"config", cfg_.to_json()}, {"phase", phase}, {"epoch", epoch},
-                {"seconds", seconds_}, {"metrics_lines", metrics_lines_}, {"accuracy", last_accuracy_},
+                {"seconds", seconds_}, {"metrics_lines", metrics_lines_}, {"fp_baseline", fp_baseline_}, {"accuracy", last_accuracy_},
                 {"dataset", data_.train.name}};
   }
 
@@ -391,6 +412,7 @@ class Trainer {
     std::string phase = ck.meta().at("phase").get<std::string>();
     int epoch = ck.meta().at("epoch").get<int>();
     seconds_ = ck.meta().value("seconds", 0.0);
+    fp_baseline_ = ck.meta().value("fp_baseline", 0.0);
     last_accuracy_ = ck.meta().value("accuracy", json::object());
     metrics_lines_ = ck.meta().value("metrics_lines", int64_t(0));
     kd_prev_ = ck.extra("kd_prev");
@@ -426,6 +448,7 @@ class Trainer {
   json last_accuracy_ = json::object();
   json epoch_train_loss_ = json::object();
   double seconds_ = 0;
+  double fp_baseline_ = 0;  // test accuracy of the FP32 model the joint phase starts from
   int64_t metrics_lines_ = 0;
 };
 
