@@ -70,7 +70,8 @@ struct TrainCommand {
         flags[f.name] = d.get<bool>();
         options[f.name] = app.add_flag(name + ",!--no-" + dashed(f.name), flags[f.name], help + " (default: " + d.dump() + ")");
       } else {
-        options[f.name] = app.add_option(name, values[f.name], help + " (default: " + d.dump() + ")");
+        const char* type = d.is_number_integer() ? "INT" : d.is_number() ? "FLOAT" : d.is_array() ? "LIST" : "TEXT";
+        options[f.name] = app.add_option(name, values[f.name], help + " (default: " + d.dump() + ")")->type_name(type);
       }
     }
   }

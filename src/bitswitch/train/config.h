@@ -18,8 +18,8 @@ struct TrainConfig {
   std::string second_rounding = "half-up";  // or "floor" (plain shift)
   bool exact_scale_grad = false;
   // schedule
-  int fp_epochs = 4;             // FP32 pre-training (skipped with `init`)
-  int epochs = 2;                // one-shot joint training of all widths
+  int fp_epochs = 5;             // FP32 pre-training (skipped with `init`)
+  int epochs = 1;                // one-shot joint training of all widths
   int batch = 128;
   int64_t train_limit = 0;       // use only the first N training images (0: all)
   int64_t test_limit = 0;        // evaluate on the first N test images (0: all)

@@ -1,0 +1,38 @@
+#!/usr/bin/env python3
+"""Formats bench_quant's JSON and bench_train_step's tables as docs/benchmarks.md (stdout).
+Usage: bench_table.py BENCH_QUANT_JSON STEP_TABLE_1THREAD STEP_TABLE_2THREADS"""
+import datetime, json, os, platform, sys
+
+data = json.load(open(sys.argv[1]))
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+print("# Benchmarks\n")
+print(f"Produced by `scripts/bench_speed.sh` on {datetime.date.today()}: {os.cpu_count()} cores ({cpu}), "
+      f"{platform.system()} {platform.release()}, LibTorch 1.13.1 (Debian). Medians of 3 repetitions.\n")
+print("## 1. Fused quantizer kernels vs the composed-ATen reference\n")
+print("Forward + backward of one tensor; activations `[128,16,28,28]` (ResNet-20's first stage at "
+      "batch 128, 4 bits), weights `[64,64,3,3]`. Bandwidth counts the minimal traffic "
+      "(forward reads x and writes y, backward reads x and dy and writes dx: 20 bytes per element; "
+      "memcpy: read + write).\n")
+rows = {}
+for b in data["benchmarks"]:
+    if b.get("aggregate_name") != "median":
+        continue
+    rows[b["run_name"]] = b
+print("| kernel | threads | time (us) | GB/s | speed-up vs reference |")
+print("|---|---|---|---|---|")
+for name, b in sorted(rows.items()):
+    base, _, arg = name.partition("/real_time")[0].rpartition("/") if name.count("/") > 1 else (name.split("/real_time")[0], "", "")
+    parts = name.split("/")
+    threads = parts[2] if len(parts) > 3 else "-"
+    speed = ""
+    if "/fused/" in name:
+        ref = rows.get(name.replace("/fused/", "/reference/"))
+        if ref:
+            speed = f"{ref['real_time'] / b['real_time']:.1f}x"
+    print(f"| {parts[0]}/{parts[1] if len(parts) > 2 else ''} | {threads} | {b['real_time']:.0f} | "
+          f"{b['bytes_per_second'] / 1e9:.1f} | {speed} |")
+print("\n## 2. Joint-training step vs plain FP32 training\n")
+print("One joint iteration = four forward/backward/optimizer passes (widths 8, 6, 4, 2); the baseline is "
+      "four FP32 steps of the same model on the same batches. Rounds alternate between variants.\n")
+for table in sys.argv[2:]:
+    print(table + "\n")
