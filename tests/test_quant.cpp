@@ -247,3 +247,19 @@ TEST(Init, ScalesFollowSpecFormulas) {
   auto x = torch::rand({1000});
   EXPECT_NEAR(init_act_scale(x, 4).item<double>(), 2 * x.abs().mean().item<double>() / std::sqrt(15.0), 1e-6);
 }
+
+TEST(Init, MseActivationScaleBeatsLsqAtLowWidths) {
+  torch::manual_seed(3);
+  auto x = torch::relu(torch::randn({20000}));
+  auto mse = [&](const torch::Tensor& a, int b) {
+    return (quant::detail::act_forward_reference(x, a, b) - x).pow(2).mean().item<double>();
+  };
+  for (int b : {2, 3, 4}) {
+    auto a_mse = init_act_scale_mse(x, b);
+    EXPECT_LE(mse(a_mse, b), mse(init_act_scale(x, b), b)) << "b=" << b;
+    // No other range on a finer grid does markedly better.
+    const double hi = x.max().item<double>();
+    for (int k = 1; k <= 400; ++k)
+      EXPECT_LE(mse(a_mse, b), mse(torch::full({1}, float(hi * k / 400.0 / unsigned_qmax(b))), b) * 1.01);
+  }
+}

@@ -23,8 +23,8 @@ train::TrainConfig tiny(const std::string& out) {
   c.fp_epochs = 1;
   c.epochs = 2;
   c.batch = 64;
-  c.train_limit = 512;
-  c.test_limit = 256;
+  c.train_limit = 256;
+  c.test_limit = 128;
   c.out = out;
   c.threads = 2;
   c.log_interval = 1000;

@@ -22,6 +22,7 @@ struct ModelSpec {
   quant::SecondRounding rounding = quant::SecondRounding::kHalfUp;
   bool exact_scale_grad = false;
   quant::Impl impl = quant::Impl::kAuto;
+  bool act_init_mse = false;  // activation-scale init: LSQ (false) or MSE-optimal (true)
 };
 
 class ModelImpl : public torch::nn::Module {

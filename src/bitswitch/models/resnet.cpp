@@ -16,7 +16,7 @@ using nn::QuantOptions;
 using nn::SwitchableBatchNorm2d;
 
 QuantOptions quant_options(const ModelSpec& spec) {
-  return QuantOptions().bits(spec.bits).rounding(spec.rounding).exact_scale_grad(spec.exact_scale_grad).impl(spec.impl);
+  return QuantOptions().bits(spec.bits).rounding(spec.rounding).exact_scale_grad(spec.exact_scale_grad).impl(spec.impl).act_init_mse(spec.act_init_mse);
 }
 
 QuantOptions edge_options(const ModelSpec& spec, bool quantize_input) {

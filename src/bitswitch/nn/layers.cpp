@@ -80,7 +80,7 @@ torch::Tensor QuantLayer::quant_input(const torch::Tensor& x) {
   auto& init = act_scale_init_.at(bits_.act);
   if (init.item<float>() == 0) {
     torch::NoGradGuard ng;
-    scale.copy_(quant::init_act_scale(x, bits_.act));
+    scale.copy_(qopt_.act_init_mse() ? quant::init_act_scale_mse(x, bits_.act) : quant::init_act_scale(x, bits_.act));
     init.fill_(1);
   }
   return quant::fake_quant_act(x, scale, bits_.act, qopt_.impl());

@@ -29,6 +29,8 @@ struct QuantOptions {
   TORCH_ARG(quant::SecondRounding, rounding) = quant::SecondRounding::kHalfUp;
   TORCH_ARG(bool, exact_scale_grad) = false;
   TORCH_ARG(quant::Impl, impl) = quant::Impl::kAuto;
+  // Activation-scale initialisation: LSQ's 2 mean|x| / sqrt(Qp) (SPEC), or the MSE-optimal range.
+  TORCH_ARG(bool, act_init_mse) = false;
 };
 
 // Shared state and logic of quantized conv/linear layers.

@@ -221,4 +221,20 @@ torch::Tensor init_act_scale(const torch::Tensor& x, int bits) {
   return s.clamp_min(1e-8).reshape({1});
 }
 
+torch::Tensor init_act_scale_mse(const torch::Tensor& x, int bits) {
+  torch::NoGradGuard no_grad;
+  auto flat = x.detach().reshape({-1}).to(torch::kFloat32);
+  if (flat.numel() > 65536) flat = flat.index({torch::linspace(0, flat.numel() - 1, 65536).to(torch::kLong)});
+  const double qp = unsigned_qmax(bits);
+  const double hi = flat.max().item<double>();
+  if (!(hi > 0)) return init_act_scale(x, bits);
+  double best = hi / qp, best_err = INFINITY;
+  for (int k = 1; k <= 100; ++k) {
+    const double a = hi * k / 100.0 / qp;
+    const double err = (torch::round(torch::clamp(flat / a, 0, qp)) * a - flat).pow(2).mean().item<double>();
+    if (err < best_err) best_err = err, best = a;
+  }
+  return torch::full({1}, static_cast<float>(best), x.options().dtype(torch::kFloat32));
+}
+
 }  // namespace bitswitch::quant

@@ -54,6 +54,9 @@ void check_bits(int bits, const char* what);
 // channel; activations LSQ's 2 * mean|x| / sqrt(2^b - 1).
 torch::Tensor init_weight_scale(const torch::Tensor& w, int high_bits);
 torch::Tensor init_act_scale(const torch::Tensor& x, int bits);
+// Alternative activation-scale init: the scale (on a grid of 100 clipping ranges up to max x)
+// that minimises the mean squared quantization error of `x` at `bits`.
+torch::Tensor init_act_scale_mse(const torch::Tensor& x, int bits);
 
 namespace detail {
 // Raw kernels, exposed for tests and benchmarks. All outputs are freshly allocated.

@@ -21,7 +21,8 @@ json spec_to_json(const models::ModelSpec& s) {
               {"bits", s.bits},
               {"first_last_bits", s.first_last_bits},
               {"second_rounding", s.rounding == quant::SecondRounding::kFloor ? "floor" : "half-up"},
-              {"exact_scale_grad", s.exact_scale_grad}};
+              {"exact_scale_grad", s.exact_scale_grad},
+              {"act_init", s.act_init_mse ? "mse" : "lsq"}};
 }
 
 models::ModelSpec spec_from_json(const json& j, const std::string& source) {
@@ -35,6 +36,7 @@ models::ModelSpec spec_from_json(const json& j, const std::string& source) {
     s.rounding = j.at("second_rounding").get<std::string>() == "floor" ? quant::SecondRounding::kFloor
                                                                        : quant::SecondRounding::kHalfUp;
     s.exact_scale_grad = j.at("exact_scale_grad").get<bool>();
+    s.act_init_mse = j.value("act_init", std::string("lsq")) == "mse";
   } catch (const json::exception& e) {
     fail(source, ": bad model spec: ", e.what());
   }

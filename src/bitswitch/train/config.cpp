@@ -79,6 +79,7 @@ const std::vector<std::pair<std::string, Field>>& fields() {
       BS_FIELD(first_last_bits, int, "width of the first conv and last linear: 32 (FP) or 8"),
       BS_FIELD(second_rounding, std::string, "second rounding of Double Rounding: half-up or floor"),
       BS_FIELD(exact_scale_grad, bool, "multiply the weight-scale gradient by 2^(h-l)"),
+      BS_FIELD(act_init, std::string, "activation-scale init at each width's first step: lsq (2 mean|x| / sqrt(Qp)) or mse"),
       BS_FIELD(fp_epochs, int, "FP32 pre-training epochs (skipped when `init` is given)"),
       BS_FIELD(epochs, int, "joint multi-precision training epochs"),
       BS_FIELD(batch, int, "mini-batch size"),
@@ -179,6 +180,7 @@ void TrainConfig::validate() const {
   BS_CHECK(first_last_bits == 32 || first_last_bits == 8, "first_last_bits must be 32 or 8, got ", first_last_bits);
   BS_CHECK(second_rounding == "half-up" || second_rounding == "floor",
            "second_rounding must be half-up or floor, got '", second_rounding, "'");
+  BS_CHECK(act_init == "lsq" || act_init == "mse", "act_init must be lsq or mse, got '", act_init, "'");
   BS_CHECK(fp_epochs >= 0, "fp_epochs must be >= 0, got ", fp_epochs);
   BS_CHECK(epochs >= 0, "epochs must be >= 0, got ", epochs);
   BS_CHECK(batch > 0, "batch must be > 0, got ", batch);

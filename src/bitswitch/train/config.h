@@ -17,6 +17,7 @@ struct TrainConfig {
   int first_last_bits = 32;      // 32: FP first conv / last linear; 8: at 8 bits
   std::string second_rounding = "half-up";  // or "floor" (plain shift)
   bool exact_scale_grad = false;
+  std::string act_init = "lsq";  // activation-scale init: lsq (SPEC) or mse
   // schedule
   int fp_epochs = 5;             // FP32 pre-training (skipped with `init`)
   int epochs = 1;                // one-shot joint training of all widths

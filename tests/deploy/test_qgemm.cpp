@@ -1,0 +1,237 @@
+// Tests of the integer GEMM kernels: every ISA path (forced explicitly, skipped where the CPU
+// lacks it) against the scalar references, bit-exactly, on random full-range data and edge shapes.
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "bitswitch/deploy/packing.h"
+#include "bitswitch/deploy/qgemm.h"
+#include "bitswitch/util/error.h"
+
+using namespace bitswitch;
+using namespace bitswitch::deploy;
+
+namespace {
+
+#define EXPECT_CONTAINS(haystack, needle)                          \
+  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) \
+      << "expected \"" << (needle) << "\" in: " << (haystack)
+
+struct Shape {
+  int M, N, K;
+};
+
+std::vector<Shape> edge_shapes() {
+  return {{1, 1, 1},   {0, 5, 7},   {5, 0, 7},    {5, 5, 0},    {3, 5, 1},     {4, 4, 64},
+          {5, 5, 65},  {7, 3, 63},  {1, 1, 1000}, {17, 9, 127}, {2, 3, 4097},  {9, 7, 16},
+          {6, 6, 15},  {33, 2, 17}, {1, 64, 576}, {64, 1, 576}, {3, 70, 2},    {40, 40, 3},
+          {5, 6, 20000}};
+}
+
+std::vector<Shape> random_shapes(std::mt19937& rng, int count) {
+  std::vector<Shape> s;
+  for (int i = 0; i < count; ++i)
+    s.push_back({1 + int(rng() % 70), 1 + int(rng() % 70), 1 + int(rng() % 300)});
+  return s;
+}
+
+std::vector<uint8_t> random_u8(std::mt19937& rng, size_t n) {
+  std::vector<uint8_t> v(n);
+  for (auto& x : v) x = uint8_t(rng());
+  return v;
+}
+
+std::vector<int8_t> random_codes(std::mt19937& rng, size_t n, int bits) {
+  std::uniform_int_distribution<int> d(quant::signed_qmin(bits), quant::signed_qmax(bits));
+  std::vector<int8_t> v(n);
+  for (auto& x : v) x = int8_t(d(rng));
+  return v;
+}
+
+std::string shape_str(const Shape& s) {
+  return "M=" + std::to_string(s.M) + " N=" + std::to_string(s.N) + " K=" + std::to_string(s.K);
+}
+
+class QgemmIsaTest : public ::testing::TestWithParam<QgemmIsa> {
+ protected:
+  void SetUp() override {
+    if (!qgemm_isa_supported(GetParam()))
+      GTEST_SKIP() << qgemm_isa_name(GetParam()) << " is not supported by this CPU";
+  }
+  void check_plain(const Shape& s, const std::vector<uint8_t>& A, const std::vector<int8_t>& B) {
+    std::vector<int32_t> ref(size_t(s.M) * s.N, 123), got(size_t(s.M) * s.N, -456);
+    qgemm_u8s8_s32_ref(s.M, s.N, s.K, A.data(), B.data(), ref.data());
+    qgemm_u8s8_s32(s.M, s.N, s.K, A.data(), B.data(), got.data(), GetParam());
+    ASSERT_EQ(got, ref) << shape_str(s);
+  }
+};
+
+TEST_P(QgemmIsaTest, MatchesReferenceOnRandomShapes) {
+  std::mt19937 rng(1);
+  auto shapes = edge_shapes();
+  for (const auto& s : random_shapes(rng, 60)) shapes.push_back(s);
+  for (const auto& s : shapes) {
+    const auto A = random_u8(rng, size_t(s.M) * s.K);
+    const auto B = random_codes(rng, size_t(s.N) * s.K, 8);
+    check_plain(s, A, B);
+  }
+}
+
+TEST_P(QgemmIsaTest, ExtremeValuesDoNotSaturate) {
+  // 255 * -128 everywhere at the largest K: any int16 saturation or int32 overflow shows.
+  for (int8_t b : {int8_t(-128), int8_t(127)}) {
+    const Shape s{3, 5, kQgemmMaxK};
+    const std::vector<uint8_t> A(size_t(s.M) * s.K, 255);
+    const std::vector<int8_t> B(size_t(s.N) * s.K, b);
+    std::vector<int32_t> C(size_t(s.M) * s.N);
+    qgemm_u8s8_s32(s.M, s.N, s.K, A.data(), B.data(), C.data(), GetParam());
+    for (int32_t c : C) ASSERT_EQ(int64_t(c), int64_t(s.K) * 255 * b);
+  }
+  // Alternating extremes, where a saturating maddubs pair (255*-128 + 255*-128) would clip.
+  std::mt19937 rng(2);
+  const Shape s{9, 11, 777};
+  std::vector<uint8_t> A(size_t(s.M) * s.K);
+  std::vector<int8_t> B(size_t(s.N) * s.K);
+  for (auto& a : A) a = (rng() & 1) ? 255 : 254;
+  for (auto& b : B) b = (rng() & 3) ? -128 : 127;
+  check_plain(s, A, B);
+}
+
+TEST_P(QgemmIsaTest, PackedMatchesReferenceForEveryWidth) {
+  if (!qgemm_packed_isa_supported(GetParam()))
+    GTEST_SKIP() << "packed " << qgemm_isa_name(GetParam()) << " is not supported by this CPU";
+  std::mt19937 rng(3);
+  for (int bits = 2; bits <= 8; ++bits) {
+    auto shapes = edge_shapes();
+    for (const auto& s : random_shapes(rng, 25)) shapes.push_back(s);
+    for (const auto& s : shapes) {
+      SCOPED_TRACE("bits=" + std::to_string(bits) + " " + shape_str(s));
+      const auto A = random_u8(rng, size_t(s.M) * s.K);
+      const auto codes = random_codes(rng, size_t(s.N) * s.K, bits);
+      const auto packed = pack_rows(codes.data(), size_t(s.N), size_t(s.K), bits);
+      ASSERT_EQ(packed.size(), size_t(s.N) * qgemm_packed_row_bytes(s.K, bits));
+      std::vector<int32_t> plain(size_t(s.M) * s.N), ref(plain.size(), 7), got(plain.size(), -7);
+      qgemm_u8s8_s32_ref(s.M, s.N, s.K, A.data(), codes.data(), plain.data());
+      qgemm_u8_packed_s32_ref(s.M, s.N, s.K, A.data(), packed.data(), bits, ref.data());
+      ASSERT_EQ(ref, plain);  // the packed reference decodes the documented layout
+      qgemm_u8_packed_s32(s.M, s.N, s.K, A.data(), packed.data(), bits, got.data(), GetParam());
+      ASSERT_EQ(got, ref);
+    }
+  }
+}
+
+TEST_P(QgemmIsaTest, PackedExtremesAtLargeK) {
+  if (!qgemm_packed_isa_supported(GetParam())) GTEST_SKIP();
+  for (int bits : {2, 3, 4, 6}) {
+    const Shape s{4, 6, kQgemmMaxK};
+    const std::vector<uint8_t> A(size_t(s.M) * s.K, 255);
+    const std::vector<int8_t> codes(size_t(s.N) * s.K, int8_t(quant::signed_qmin(bits)));
+    const auto packed = pack_rows(codes.data(), size_t(s.N), size_t(s.K), bits);
+    std::vector<int32_t> C(size_t(s.M) * s.N);
+    qgemm_u8_packed_s32(s.M, s.N, s.K, A.data(), packed.data(), bits, C.data(), GetParam());
+    for (int32_t c : C) ASSERT_EQ(int64_t(c), int64_t(s.K) * 255 * quant::signed_qmin(bits)) << bits;
+  }
+}
+
+// Memory whose last byte is followed by an inaccessible page: a kernel that reads past the end
+// of A or B (e.g. a full-width vector load on the last row) faults instead of passing.
+class GuardedBuffer {
+ public:
+  GuardedBuffer(const void* data, size_t size) {
+    const size_t page = size_t(::sysconf(_SC_PAGESIZE));
+    span_ = (size + page - 1) / page * page + page;
+    base_ = static_cast<uint8_t*>(::mmap(nullptr, span_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    EXPECT_NE(base_, MAP_FAILED);
+    EXPECT_EQ(::mprotect(base_ + span_ - page, page, PROT_NONE), 0);
+    ptr_ = base_ + span_ - page - size;
+    if (size) std::memcpy(ptr_, data, size);
+  }
+  ~GuardedBuffer() { ::munmap(base_, span_); }
+  const uint8_t* get() const { return ptr_; }
+
+ private:
+  uint8_t* base_ = nullptr;
+  uint8_t* ptr_ = nullptr;
+  size_t span_ = 0;
+};
+
+TEST_P(QgemmIsaTest, NeverReadsPastTheMatrices) {
+  std::mt19937 rng(6);
+  for (const Shape& s : std::vector<Shape>{{1, 1, 1}, {5, 3, 7}, {3, 5, 17}, {6, 7, 63}, {2, 9, 65}, {7, 2, 130}, {30, 30, 1}}) {
+    for (int bits : {2, 3, 4, 6, 8}) {
+      if (bits < 8 && !qgemm_packed_isa_supported(GetParam())) continue;
+      SCOPED_TRACE("bits=" + std::to_string(bits) + " " + shape_str(s));
+      const auto A = random_u8(rng, size_t(s.M) * s.K);
+      const auto codes = random_codes(rng, size_t(s.N) * s.K, bits);
+      const auto packed = pack_rows(codes.data(), size_t(s.N), size_t(s.K), bits);
+      const GuardedBuffer ga(A.data(), A.size()), gb(packed.data(), packed.size());
+      std::vector<int32_t> ref(size_t(s.M) * s.N), got(ref.size());
+      qgemm_u8s8_s32_ref(s.M, s.N, s.K, A.data(), codes.data(), ref.data());
+      if (bits == 8) {
+        qgemm_u8s8_s32(s.M, s.N, s.K, ga.get(), reinterpret_cast<const int8_t*>(gb.get()), got.data(), GetParam());
+        ASSERT_EQ(got, ref);
+      }
+      qgemm_u8_packed_s32(s.M, s.N, s.K, ga.get(), gb.get(), bits, got.data(), GetParam());
+      ASSERT_EQ(got, ref);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllPaths, QgemmIsaTest,
+                         ::testing::Values(QgemmIsa::kScalar, QgemmIsa::kAvx2, QgemmIsa::kAvx512Vnni),
+                         [](const ::testing::TestParamInfo<QgemmIsa>& info) {
+                           return std::string(qgemm_isa_name(info.param));
+                         });
+
+TEST(QgemmTest, AutoPicksASupportedPath) {
+  EXPECT_TRUE(qgemm_isa_supported(qgemm_auto_isa(false)));
+  EXPECT_TRUE(qgemm_packed_isa_supported(qgemm_auto_isa(true)));
+  std::printf("auto path: %s (packed: %s)\n", qgemm_isa_name(qgemm_auto_isa(false)),
+              qgemm_isa_name(qgemm_auto_isa(true)));
+  std::mt19937 rng(4);
+  const Shape s{13, 10, 300};
+  const auto A = random_u8(rng, size_t(s.M) * s.K);
+  const auto B = random_codes(rng, size_t(s.N) * s.K, 8);
+  std::vector<int32_t> ref(size_t(s.M) * s.N), got(ref.size());
+  qgemm_u8s8_s32_ref(s.M, s.N, s.K, A.data(), B.data(), ref.data());
+  qgemm_u8s8_s32(s.M, s.N, s.K, A.data(), B.data(), got.data());
+  EXPECT_EQ(got, ref);
+}
+
+TEST(QgemmTest, RejectsBadArguments) {
+  std::vector<uint8_t> A(16);
+  std::vector<int8_t> B(16);
+  std::vector<int32_t> C(16);
+  auto err = [&](auto&& fn) -> std::string {
+    try {
+      fn();
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_CONTAINS(err([&] { qgemm_u8s8_s32(-1, 2, 2, A.data(), B.data(), C.data()); }),
+                  "qgemm_u8s8_s32: sizes must be non-negative, got M=-1 N=2 K=2");
+  EXPECT_CONTAINS(err([&] { qgemm_u8s8_s32(1, 1, kQgemmMaxK + 1, A.data(), B.data(), C.data()); }),
+                  "K=65794 exceeds 65793");
+  EXPECT_CONTAINS(err([&] { qgemm_u8s8_s32(1, 1, 4, nullptr, B.data(), C.data()); }), "null matrix pointer");
+  EXPECT_CONTAINS(err([&] { qgemm_u8_packed_s32(2, 2, 2, A.data(), A.data(), 1, C.data()); }),
+                  "qgemm_u8_packed_s32: bits must be in [2, 8], got 1");
+  EXPECT_CONTAINS(err([&] { qgemm_u8_packed_s32_ref(2, 2, 2, A.data(), A.data(), 9, C.data()); }),
+                  "bits must be in [2, 8], got 9");
+  if (!qgemm_isa_supported(QgemmIsa::kAvx512Vnni)) {
+    EXPECT_CONTAINS(err([&] { qgemm_u8s8_s32(1, 1, 1, A.data(), B.data(), C.data(), QgemmIsa::kAvx512Vnni); }),
+                    "ISA path 'avx512vnni' is not supported by this CPU");
+  }
+  EXPECT_EQ(qgemm_packed_row_bytes(576, 3), 216u);
+  EXPECT_EQ(qgemm_packed_row_bytes(5, 6), 4u);
+}
+
+}  // namespace
