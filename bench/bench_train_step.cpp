@@ -15,6 +15,7 @@
 #include "bitswitch/data/loader.h"
 #include "bitswitch/models/model.h"
 #include "bitswitch/nn/layers.h"
+#include "bitswitch/util/allocator.h"
 
 using namespace bitswitch;
 
@@ -40,6 +41,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
   }
+  bitswitch::tune_allocator_for_training();  // as the bitswitch CLI does
   if (threads > 0) torch::set_num_threads(threads);
   auto data = data::load_fashion_mnist();
   data::LoaderOptions lo;

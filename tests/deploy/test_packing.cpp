@@ -8,15 +8,12 @@
 
 #include "bitswitch/deploy/packing.h"
 #include "bitswitch/util/error.h"
+#include "deploy_test_util.h"
 
 using namespace bitswitch;
 using namespace bitswitch::deploy;
 
 namespace {
-
-#define EXPECT_CONTAINS(haystack, needle)                          \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) \
-      << "expected \"" << (needle) << "\" in: " << (haystack)
 
 std::vector<int8_t> random_codes(std::mt19937& rng, size_t n, int bits) {
   std::uniform_int_distribution<int> d(quant::signed_qmin(bits), quant::signed_qmax(bits));

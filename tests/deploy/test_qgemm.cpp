@@ -14,15 +14,12 @@
 #include "bitswitch/deploy/packing.h"
 #include "bitswitch/deploy/qgemm.h"
 #include "bitswitch/util/error.h"
+#include "deploy_test_util.h"
 
 using namespace bitswitch;
 using namespace bitswitch::deploy;
 
 namespace {
-
-#define EXPECT_CONTAINS(haystack, needle)                          \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) \
-      << "expected \"" << (needle) << "\" in: " << (haystack)
 
 struct Shape {
   int M, N, K;

@@ -13,16 +13,13 @@
 
 #include "bitswitch/deploy/safetensors.h"
 #include "bitswitch/util/error.h"
+#include "deploy_test_util.h"
 
 namespace fs = std::filesystem;
 using namespace bitswitch;
 using namespace bitswitch::deploy;
 
 namespace {
-
-#define EXPECT_CONTAINS(haystack, needle)                                              \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos)                     \
-      << "expected \"" << (needle) << "\" in: " << (haystack)
 
 std::string tmp_dir() {
   const fs::path dir = fs::path(BITSWITCH_DEPLOY_TEST_TMP) / ("st_" + std::to_string(::getpid()));
