@@ -78,16 +78,19 @@ struct WeightParams {
   int32_t half;    // 2^(d-1) for half-up, 0 for floor
 };
 
+// The l-bit code of v_h = w / s: first rounding to h bits, then the integer second rounding.
+inline int32_t low_code(float vh, const WeightParams& p) {
+  int32_t q = static_cast<int32_t>(round_half_even_small(std::min(std::max(vh, p.qmin_h), p.qmax_h)));
+  q = (q + p.half) >> p.d;
+  return std::min(std::max(q, p.qmin_l), p.qmax_l);
+}
+
 BS_MULTIVERSION
 void weight_fwd_span(const float* __restrict w, float* __restrict y, int64_t n,
                      const WeightParams p) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
-    const float vh = std::min(std::max(w[i] * p.inv, p.qmin_h), p.qmax_h);
-    int32_t q = static_cast<int32_t>(round_half_even_small(vh));
-    q = (q + p.half) >> p.d;
-    q = std::min(std::max(q, p.qmin_l), p.qmax_l);
-    y[i] = static_cast<float>(q) * p.seff;
+    y[i] = static_cast<float>(low_code(w[i] * p.inv, p)) * p.seff;
   }
 }
 
@@ -103,9 +106,7 @@ double weight_bwd_span_portable(const float* __restrict g, const float* __restri
     for (int64_t i = b; i < end; ++i) {
       const float vh = w[i] * p.inv;
       const float v = vh * p.pow2neg;
-      int32_t q = static_cast<int32_t>(round_half_even_small(std::min(std::max(vh, p.qmin_h), p.qmax_h)));
-      q = (q + p.half) >> p.d;
-      q = std::min(std::max(q, p.qmin_l), p.qmax_l);
+      const int32_t q = low_code(vh, p);
       const bool below = v < qn;
       const bool above = v > qp;
       const float e = below ? qn : (above ? qp : static_cast<float>(q) - v);

@@ -290,6 +290,12 @@ class Trainer {
     std::vector<double> loss_sum(bits.size(), 0.0);
     data::Batch b;
     int64_t i = 0;
+    auto loss_status = [&] {
+      std::string status;
+      for (size_t k = 0; k < bits.size(); ++k)
+        status += fmt::format("w{} {:.3f} ", bits[k], loss_sum[k] / std::max<int64_t>(i, 1));
+      return status;
+    };
     const auto t0 = std::chrono::steady_clock::now();
     while (train_loader_->next(b)) {
       const double lr = phase_lr(false, epoch, i);
@@ -344,13 +350,9 @@ class Trainer {
       }
       if (summed) optimizer_->step();
       ++i;
-      std::string status;
-      for (size_t k = 0; k < bits.size(); ++k) status += fmt::format("w{} {:.3f} ", bits[k], loss_sum[k] / i);
-      bar.update(i, status + fmt::format("lr {:.3g}", lr));
+      bar.update(i, loss_status() + fmt::format("lr {:.3g}", lr));
     }
-    std::string status;
-    for (size_t k = 0; k < bits.size(); ++k) status += fmt::format("w{} {:.3f} ", bits[k], loss_sum[k] / std::max<int64_t>(i, 1));
-    bar.finish(status);
+    bar.finish(loss_status());
     seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     epoch_train_loss_ = json::object();
     for (size_t k = 0; k < bits.size(); ++k)
