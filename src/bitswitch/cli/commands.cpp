@@ -1,203 +1,29 @@
-// `bitswitch train` and `bitswitch eval`. Every training option is a config field
-// (train/config.h) and also a flag of the same name with dashes; precedence:
-// defaults < --config FILE (or the run's config.json with --resume) < flags.
+// Command-line entry: builds the subcommand table, parses, dispatches, reports errors.
 #include "bitswitch/cli/commands.h"
 
 #include <CLI/CLI.hpp>
 #include <c10/util/Exception.h>
-#include <torch/torch.h>
 
-#include <filesystem>
 #include <iostream>
-#include <map>
-#include <nlohmann/json.hpp>
 
-#include "bitswitch/data/datasets.h"
-#include "bitswitch/data/loader.h"
-#include "bitswitch/nn/layers.h"
-#include "bitswitch/train/checkpoint.h"
-#include "bitswitch/train/config.h"
-#include "bitswitch/train/trainer.h"
 #include "bitswitch/util/error.h"
 
 namespace bitswitch::cli {
-
-using json = nlohmann::json;
-namespace fs = std::filesystem;
-
-namespace {
-
-std::string dashed(std::string s) {
-  for (auto& c : s)
-    if (c == '_') c = '-';
-  return s;
-}
-
-// Converts a flag's text to the JSON type of the field's default value.
-json flag_value(const std::string& flag, const std::string& text, const json& like) {
-  try {
-    size_t used = 0;
-    if (like.is_number_integer() || like.is_number_unsigned()) {
-      long long v = std::stoll(text, &used);
-      if (used == text.size()) return v;
-    } else if (like.is_number_float()) {
-      double v = std::stod(text, &used);
-      if (used == text.size()) return v;
-    } else {
-      return text;
-    }
-  } catch (const std::exception&) {
-  }
-  fail(flag, ": '", text, "' is not ", like.is_number_float() ? "a number" : "an integer");
-}
-
-struct TrainCommand {
-  std::string config_file;
-  bool dump_config = false;
-  std::map<std::string, std::string> values;
-  std::map<std::string, bool> flags;
-  std::map<std::string, CLI::Option*> options;
-
-  void add(CLI::App& app) {
-    app.add_option("--config", config_file, "JSON or YAML config file (flags override it)");
-    app.add_flag("--dump-config", dump_config, "print the resolved config as JSON and exit");
-    const json defaults = train::TrainConfig{}.to_json();
-    for (const auto& f : train::config_fields()) {
-      const std::string name = "--" + dashed(f.name);
-      const json& d = defaults.at(f.name);
-      std::string help = f.help;
-      if (d.is_boolean()) {
-        flags[f.name] = d.get<bool>();
-        options[f.name] = app.add_flag(name + ",!--no-" + dashed(f.name), flags[f.name], help + " (default: " + d.dump() + ")");
-      } else {
-        const char* type = d.is_number_integer() ? "INT" : d.is_number() ? "FLOAT" : d.is_array() ? "LIST" : "TEXT";
-        options[f.name] = app.add_option(name, values[f.name], help + " (default: " + d.dump() + ")")->type_name(type);
-      }
-    }
-  }
-
-  train::TrainConfig resolve() {
-    train::TrainConfig cfg;
-    const json defaults = cfg.to_json();
-    json overrides = json::object();
-    for (const auto& [name, opt] : options) {
-      if (opt->count() == 0) continue;
-      const json& d = defaults.at(name);
-      overrides[name] = d.is_boolean() ? json(flags[name]) : flag_value("--" + dashed(name), values[name], d);
-    }
-    std::string file = config_file;
-    const bool resume = overrides.value("resume", false);
-    if (file.empty() && resume) {
-      const std::string out = overrides.value("out", cfg.out);
-      const auto run_cfg = fs::path(out) / "config.json";
-      BS_CHECK(fs::exists(run_cfg), "--resume: '", run_cfg.string(), "' does not exist (is --out the run directory?)");
-      file = run_cfg.string();
-    }
-    if (!file.empty()) {
-      json j = train::load_config_file(file);
-      if (resume && j.is_object()) j.erase("resume");
-      cfg.merge_json(j, file);
-    }
-    cfg.merge_json(overrides, "command line");
-    cfg.validate();
-    return cfg;
-  }
-};
-
-int cmd_train(TrainCommand& cmd) {
-  auto cfg = cmd.resolve();
-  if (cmd.dump_config) {
-    std::cout << cfg.to_json().dump(2) << std::endl;
-    return 0;
-  }
-  auto r = train::run_training(cfg);
-  std::cout << json{{"accuracy", r.accuracy}, {"seconds", r.seconds}, {"finished", r.finished},
-                    {"checkpoint", r.checkpoint}}.dump(2)
-            << std::endl;
-  return 0;
-}
-
-struct EvalCommand {
-  std::string checkpoint, bits, data_dir;
-  int threads = 0, batch = 500;
-  int64_t test_limit = 0;
-
-  void add(CLI::App& app) {
-    app.add_option("--checkpoint", checkpoint, "checkpoint to evaluate")->required();
-    app.add_option("--bits", bits, "widths to evaluate, e.g. 4 or 8,4 or fp32 (default: fp32 and every trained width)");
-    app.add_option("--data-dir", data_dir, "dataset directory (default: the one the run used)");
-    app.add_option("--threads", threads, "CPU threads (0: all cores)");
-    app.add_option("--batch", batch, "evaluation batch size")->check(CLI::PositiveNumber);
-    app.add_option("--test-limit", test_limit, "evaluate on the first N test images (0: all)");
-  }
-
-  int run() {
-    train::configure_threads(threads);
-    train::Checkpoint ck(checkpoint);
-    const auto spec = ck.spec();
-    auto model = models::create_model(spec);
-    ck.load_model(*model, /*strict=*/true);
-    const json run_cfg = ck.meta().value("config", json::object());
-    const std::string dataset = run_cfg.value("dataset", std::string("fashion-mnist"));
-    const std::string dir = data_dir.empty() ? run_cfg.value("data_dir", std::string()) : data_dir;
-    auto data = data::load_dataset(dataset, dir);
-    BS_CHECK(data.test.channels() == spec.in_channels && data.test.num_classes == spec.num_classes,
-             "checkpoint '", checkpoint, "' expects ", spec.in_channels, " channels and ", spec.num_classes,
-             " classes; dataset ", dataset, " has ", data.test.channels(), " and ", data.test.num_classes);
-    std::vector<int> widths;
-    if (bits.empty()) {
-      widths.push_back(nn::kFloatBits);
-      widths.insert(widths.end(), spec.bits.begin(), spec.bits.end());
-    } else {
-      std::stringstream ss(bits);
-      std::string item;
-      while (std::getline(ss, item, ',')) {
-        if (item == "fp32" || item == "32") {
-          widths.push_back(nn::kFloatBits);
-          continue;
-        }
-        auto one = nn::parse_bit_list(item, "--bits");
-        BS_CHECK(std::find(spec.bits.begin(), spec.bits.end(), one[0]) != spec.bits.end(), "--bits: width ", one[0],
-                 " was not trained in '", checkpoint, "' (trained: ", nn::format_bit_list(spec.bits), ")");
-        widths.push_back(one[0]);
-      }
-    }
-    data::LoaderOptions lo;
-    lo.batch_size = batch;
-    lo.limit = test_limit;
-    data::Loader loader(data.test, lo);
-    json acc = json::object(), loss = json::object();
-    for (int w : widths) {
-      auto r = train::evaluate(*model, loader, nn::BitConfig::uniform(w));
-      acc[nn::width_label(w)] = r.accuracy;
-      loss[nn::width_label(w)] = r.loss;
-    }
-    std::cout << json{{"checkpoint", checkpoint}, {"images", loader.num_samples()}, {"accuracy", acc}, {"loss", loss}}.dump(2)
-              << std::endl;
-    return 0;
-  }
-};
-
-}  // namespace
 
 int run(int argc, char** argv) {
   CLI::App app{"bitswitch: train once, deploy at any bit-width (Double Rounding, ALRS, HASB)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "bitswitch 0.1.0");
-  TrainCommand train_cmd;
-  EvalCommand eval_cmd;
-  auto* train_app = app.add_subcommand("train", "FP32 training, then one-shot joint training of all widths");
-  train_cmd.add(*train_app);
-  auto* eval_app = app.add_subcommand("eval", "test accuracy of a checkpoint at one or more widths");
-  eval_cmd.add(*eval_app);
+  CommandTable table;
+  add_train_commands(app, table);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
   try {
-    if (train_app->parsed()) return cmd_train(train_cmd);
-    if (eval_app->parsed()) return eval_cmd.run();
+    for (const auto& [sub, runner] : table.entries())
+      if (sub->parsed()) return runner();
   } catch (const Error& e) {
     std::cerr << "bitswitch: error: " << e.what() << std::endl;
     return 1;

@@ -1,6 +1,30 @@
-// The `bitswitch` command line: thin wrappers over the library.
+// The `bitswitch` command line: thin wrappers over the library. Each area registers its
+// subcommands in its own file (train_commands.cpp, ...); run() parses and dispatches.
 #pragma once
+#include <functional>
+#include <utility>
+#include <vector>
+
+namespace CLI {
+class App;
+}
 
 namespace bitswitch::cli {
+
+// Subcommands and what runs when one of them was given. Runners return the exit status and
+// may throw; run() turns exceptions into "bitswitch: error: ..." and exit status 1.
+class CommandTable {
+ public:
+  void add(CLI::App* subcommand, std::function<int()> runner) { entries_.emplace_back(subcommand, std::move(runner)); }
+  const std::vector<std::pair<CLI::App*, std::function<int()>>>& entries() const { return entries_; }
+
+ private:
+  std::vector<std::pair<CLI::App*, std::function<int()>>> entries_;
+};
+
+// train, eval (train_commands.cpp).
+void add_train_commands(CLI::App& app, CommandTable& table);
+
 int run(int argc, char** argv);
-}
+
+}  // namespace bitswitch::cli
