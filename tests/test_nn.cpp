@@ -21,6 +21,35 @@ TEST(BitList, ParsesSortsAndRejects) {
   EXPECT_ERROR_CONTAINS(nn::check_bit_list({}), "empty");
 }
 
+TEST(BitConfig, BnKeyNamesTransitionalBns) {
+  EXPECT_EQ(nn::bn_key(0, nn::kFloatBits), "fp");
+  EXPECT_EQ(nn::bn_key(4, 4), "4");
+  EXPECT_EQ(nn::bn_key(0, 4), "4");
+  EXPECT_EQ(nn::bn_key(nn::kFloatBits, 2), "2");
+  EXPECT_EQ(nn::bn_key(8, 4), "8_4");
+}
+
+TEST(BitConfig, LayerBitsFileRoundTripAndErrors) {
+  const std::map<std::string, int> m{{"blocks.0.conv1", 4}, {"fc", 8}};
+  EXPECT_EQ(nn::parse_layer_bits(nn::layer_bits_to_json(m), "x"), m);
+  auto cfg = nn::layer_bits_config(m);
+  EXPECT_EQ(cfg.for_layer("blocks.0.conv1"), (nn::LayerBits{4, 4}));
+  EXPECT_EQ(cfg.for_layer("other").weight, nn::kFloatBits);
+  auto msg = [](const std::string& text, std::vector<int> allowed = {}) {
+    try {
+      nn::parse_layer_bits(text, "lb.json", allowed);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(msg("{").find("lb.json: not valid JSON"), std::string::npos);
+  EXPECT_NE(msg("[4]").find("expected a JSON object"), std::string::npos);
+  EXPECT_NE(msg(R"({"a": "4"})").find("layer 'a': width \"4\" is not an integer"), std::string::npos);
+  EXPECT_NE(msg(R"({"a": 9})").find("layer 'a': width 9 is outside [2, 8]"), std::string::npos);
+  EXPECT_NE(msg(R"({"a": 3})", {8, 4}).find("width 3 is not in the bit list 8,4"), std::string::npos);
+}
+
 TEST(Alrs, EtaMatchesSpecTable) {
   EXPECT_DOUBLE_EQ(train::alrs_eta(8, 8), 1.0);
   EXPECT_NEAR(train::alrs_eta(8, 6), 0.1, 1e-15);

@@ -45,4 +45,21 @@ std::string format_bit_list(const std::vector<int>& bits);
 // Label of a uniform width: "fp32" or "w<b>".
 std::string width_label(int bits);
 
+// Name of the BatchNorm that follows a layer running at `bits` whose input comes from a layer
+// running at `prev_bits` (SPEC Sec. 3 "transitional BN"): "fp" for kFloatBits, "<b>" when the
+// widths agree or the input layer does not follow the config (prev_bits 0 or kFloatBits), and
+// "<prev>_<b>" otherwise. Training, export and the integer runtime all select BNs by this key.
+std::string bn_key(int prev_bits, int bits);
+
+// Per-layer widths file of the mixed-precision path (`--layer-bits`): a JSON object mapping each
+// config-following quantized layer's module name to its width, e.g. {"blocks.0.conv1": 4, ...}
+// (weights and input activations of a layer share the width, SPEC Sec. 6).
+// Reading checks the JSON and each width (in `allowed`, when given), naming the file and layer.
+std::map<std::string, int> parse_layer_bits(const std::string& json_text, const std::string& source,
+                                            const std::vector<int>& allowed = {});
+std::map<std::string, int> read_layer_bits(const std::string& path, const std::vector<int>& allowed = {});
+std::string layer_bits_to_json(const std::map<std::string, int>& layers);
+// The BitConfig of a per-layer map (every named layer at its width; others at default_bits).
+BitConfig layer_bits_config(const std::map<std::string, int>& layers, int default_bits = kFloatBits);
+
 }  // namespace bitswitch::nn
