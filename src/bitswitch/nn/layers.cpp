@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <functional>
 
 #include "bitswitch/util/error.h"
 
@@ -86,6 +87,62 @@ torch::Tensor QuantLayer::quant_input(const torch::Tensor& x) {
   return quant::fake_quant_act(x, scale, bits_.act, qopt_.impl());
 }
 
+QuantLayer::IntegerOperands QuantLayer::integer_operands(const torch::Tensor& x, torch::Tensor& w) {
+  IntegerOperands ops;
+  if (bits_.weight == kFloatBits) {
+    ops.x = x.to(torch::kFloat64);
+    ops.w = w.detach().to(torch::kFloat64);
+    return ops;
+  }
+  (void)quant_weight(w);  // initialises the weight scale if needed
+  const int h = high_bits(), l = bits_.weight;
+  auto codes = quant::derive_codes(quant::weight_codes(w, weight_scale_, h), h, l, qopt_.rounding());
+  const auto seff = weight_scale_.detach().to(torch::kFloat32) * std::ldexp(1.0f, h - l);
+  std::vector<int64_t> per_channel(size_t(w.dim()), 1);
+  per_channel[0] = -1;
+  if (bits_.act == kFloatBits || !qopt_.quantize_input()) {
+    // Float input (an 8-bit first layer): the dequantized weight, as in training.
+    ops.x = x.to(torch::kFloat64);
+    ops.w = (codes.to(torch::kFloat32) * seff.view(per_channel)).to(torch::kFloat64);
+    return ops;
+  }
+  (void)quant_input(x);  // initialises the activation scale if needed
+  const float a = act_scale_.at(bits_.act).item<float>();
+  const float inv = 1.0f / a;  // as the activation quantizer computes it
+  ops.x = (x * inv).clamp(0.0, double(quant::unsigned_qmax(bits_.act))).round();
+  ops.w = codes.to(torch::kFloat32);
+  ops.out_scale = seff * a;
+  ops.bound = double(ops.w[0].numel()) * quant::unsigned_qmax(bits_.act) * double(1 << (l - 1));
+  return ops;
+}
+
+torch::Tensor QuantLayer::integer_product(const IntegerOperands& ops,
+                                          const std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)>& op) {
+  if (!ops.out_scale.defined()) return op(ops.x, ops.w);  // real values, in double
+  // Integer codes: every partial sum of a float GEMM/convolution is exact while the sum of
+  // |products| stays within 2^24, whatever the summation order or use of FMA.
+  constexpr double kExact = double(1 << 24);
+  if (ops.bound <= kExact) return op(ops.x, ops.w);
+  // Otherwise split the unsigned input codes into 4-bit halves, x = 16 xh + xl, and add in double.
+  if (ops.bound / 17.0 <= kExact) {
+    auto xh = (ops.x / 16).floor();
+    auto xl = ops.x - xh * 16;
+    return op(xh, ops.w).to(torch::kFloat64) * 16 + op(xl, ops.w).to(torch::kFloat64);
+  }
+  return op(ops.x.to(torch::kFloat64), ops.w.to(torch::kFloat64));
+}
+
+torch::Tensor QuantLayer::integer_output(const torch::Tensor& out, const IntegerOperands& ops, const torch::Tensor& bias) {
+  auto y = out.to(torch::kFloat32);
+  if (ops.out_scale.defined()) {
+    std::vector<int64_t> shape(size_t(y.dim()), 1);
+    shape[1] = -1;
+    y = y * ops.out_scale.view(shape);
+    if (bias.defined()) y = y + bias.view(shape);
+  }
+  return y;
+}
+
 // ---------------- QConv2d ----------------
 
 QConv2dImpl::QConv2dImpl(QConv2dOptions options) : opt_(std::move(options)) {
@@ -97,6 +154,18 @@ QConv2dImpl::QConv2dImpl(QConv2dOptions options) : opt_(std::move(options)) {
 }
 
 torch::Tensor QConv2dImpl::forward(const torch::Tensor& x) {
+  if (integer_eval_ && !is_training()) {
+    torch::NoGradGuard ng;
+    auto ops = integer_operands(x, weight);
+    // Without an output scale the products are real values: the bias joins the double sum.
+    auto b = (bias.defined() && !ops.out_scale.defined()) ? bias.to(torch::kFloat64) : torch::Tensor();
+    auto out = integer_product(ops, [&](const torch::Tensor& xi, const torch::Tensor& wi) {
+      return torch::conv2d(xi, wi, b.defined() ? b.to(xi.scalar_type()) : b, opt_.stride(), opt_.padding());
+    });
+    auto y = integer_output(out, ops, ops.out_scale.defined() ? bias : torch::Tensor());
+    macs_ = y.size(1) * y.size(2) * y.size(3) * opt_.in_channels() * opt_.kernel_size() * opt_.kernel_size();
+    return y;
+  }
   auto y = torch::conv2d(quant_input(x), quant_weight(weight), bias, opt_.stride(), opt_.padding());
   macs_ = y.size(1) * y.size(2) * y.size(3) * opt_.in_channels() * opt_.kernel_size() * opt_.kernel_size();
   return y;
@@ -117,6 +186,15 @@ QLinearImpl::QLinearImpl(QLinearOptions options) : opt_(std::move(options)) {
 
 torch::Tensor QLinearImpl::forward(const torch::Tensor& x) {
   macs_ = opt_.in_features() * opt_.out_features();
+  if (integer_eval_ && !is_training()) {
+    torch::NoGradGuard ng;
+    auto ops = integer_operands(x, weight);
+    auto b = (bias.defined() && !ops.out_scale.defined()) ? bias.to(torch::kFloat64) : torch::Tensor();
+    auto out = integer_product(ops, [&](const torch::Tensor& xi, const torch::Tensor& wi) {
+      return torch::linear(xi, wi, b.defined() ? b.to(xi.scalar_type()) : b);
+    });
+    return integer_output(out, ops, ops.out_scale.defined() ? bias : torch::Tensor());
+  }
   return torch::linear(quant_input(x), quant_weight(weight), bias);
 }
 
@@ -142,7 +220,16 @@ torch::nn::BatchNorm2d& SwitchableBatchNorm2dImpl::bn_for(int bits) {
 }
 
 torch::Tensor SwitchableBatchNorm2dImpl::forward(const torch::Tensor& x) {
-  return bn_for(source_->bits().weight)->forward(x);
+  auto& bn = bn_for(source_->bits().weight);
+  if (integer_eval_ && !is_training()) {
+    // Folded BN in float, as the deploy runtime computes it (see set_integer_eval).
+    torch::NoGradGuard ng;
+    const float eps = float(bn->options.eps());
+    auto alpha = bn->weight / (bn->running_var + eps).sqrt();
+    auto beta = bn->bias - bn->running_mean * alpha;
+    return x * alpha.view({1, -1, 1, 1}) + beta.view({1, -1, 1, 1});
+  }
+  return bn->forward(x);
 }
 
 void SwitchableBatchNorm2dImpl::init_widths_from_fp() {
@@ -187,6 +274,13 @@ void apply_bits(torch::nn::Module& model, const BitConfig& config) {
     }
   }
   for (const auto& [name, u] : used) BS_CHECK(u, "bit config names unknown layer '", name, "'");
+}
+
+void set_integer_eval(torch::nn::Module& model, bool on) {
+  for (const auto& m : model.modules(true)) {
+    if (auto q = std::dynamic_pointer_cast<QuantLayer>(m)) q->set_integer_eval(on);
+    if (auto bn = std::dynamic_pointer_cast<SwitchableBatchNorm2dImpl>(m)) bn->set_integer_eval(on);
+  }
 }
 
 void init_widths_from_fp(torch::nn::Module& model) {

@@ -8,6 +8,7 @@
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/pimpl.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -47,6 +48,9 @@ class QuantLayer {
   torch::Tensor act_scale(int bits) const;  // undefined tensor if `bits` is not in the list
   bool weight_scale_initialized() const;
   int64_t macs_per_sample() const { return macs_; }  // from the last forward, for BitOPs
+  // Integer-exact evaluation (see set_integer_eval below).
+  void set_integer_eval(bool on) { integer_eval_ = on; }
+  bool integer_eval() const { return integer_eval_; }
 
  protected:
   void register_quant_state(torch::nn::Module& self, int64_t out_channels, QuantOptions opt);
@@ -54,8 +58,23 @@ class QuantLayer {
   torch::Tensor quant_weight(torch::Tensor& w);
   torch::Tensor quant_input(const torch::Tensor& x);
 
+  // Operands of the integer-exact evaluation: x and w in double (integer codes when quantized),
+  // and the per-channel scale of the output (undefined when the products are already real values).
+  struct IntegerOperands {
+    torch::Tensor x, w, out_scale;
+    double bound = 0;  // integer codes: the largest possible sum of |products| of one output
+  };
+  IntegerOperands integer_operands(const torch::Tensor& x, torch::Tensor& w);
+  // op(x, w) (a conv or linear) computed exactly: in float when no partial sum of integer codes
+  // can exceed 2^24, else over 4-bit halves of x or in double. Real-valued operands: in double.
+  static torch::Tensor integer_product(const IntegerOperands& ops,
+                                       const std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)>& op);
+  // out (double) -> float, times out_scale, plus bias: the deploy runtime's arithmetic.
+  static torch::Tensor integer_output(const torch::Tensor& out, const IntegerOperands& ops, const torch::Tensor& bias);
+
   QuantOptions qopt_;
   LayerBits bits_;
+  bool integer_eval_ = false;
   torch::Tensor weight_scale_;       // [C_out], for width h
   torch::Tensor weight_scale_init_;  // buffer, 1 once initialised
   std::map<int, torch::Tensor> act_scale_;       // width -> [1]
@@ -121,8 +140,10 @@ class SwitchableBatchNorm2dImpl : public torch::nn::Module {
   void init_widths_from_fp();
   const std::vector<int>& widths() const { return bits_; }
   std::shared_ptr<QuantLayer> source() const { return source_; }
+  void set_integer_eval(bool on) { integer_eval_ = on; }
 
  private:
+  bool integer_eval_ = false;
   std::vector<int> bits_;
   std::map<int, torch::nn::BatchNorm2d> bns_;  // kFloatBits and each width
   std::shared_ptr<QuantLayer> source_;
@@ -137,6 +158,16 @@ std::vector<std::pair<std::string, std::shared_ptr<QuantLayer>>> quant_layers(to
 void apply_bits(torch::nn::Module& model, const BitConfig& config);
 // Every switchable BN takes its FP statistics for all widths (starting from an FP32 model).
 void init_widths_from_fp(torch::nn::Module& model);
+
+// Integer-exact evaluation, on or off for every quantized layer and switchable BN of `model`.
+// In eval mode it computes what the deployed integer runtime computes (deploy/runtime.h), so the
+// accuracy a checkpoint reports at a width is the accuracy of its deployed integer model:
+// convolutions of the integer codes in double precision (exact), the output scaled by
+// fl(a * s_c * 2^d) in float, and BN as x * alpha + beta with alpha = gamma / sqrt(var + eps),
+// beta = beta_bn - mean * alpha (two float roundings; the runtime uses no fused multiply-add).
+// Full-precision layers are computed in double and rounded to float once. Training-mode
+// forwards are unaffected.
+void set_integer_eval(torch::nn::Module& model, bool on);
 
 // Parameter groups of SPEC Sec. 4: conv/linear weights (with weight decay) and the rest
 // (weight/activation scales, BN, biases: no weight decay, learning rate scaled by ALRS).

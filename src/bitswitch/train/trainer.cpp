@@ -52,6 +52,9 @@ EvalResult evaluate(models::ModelImpl& model, data::Loader& loader, const nn::Bi
   const bool was_training = model.is_training();
   model.eval();
   nn::apply_bits(model, bits);
+  // Quantized widths are evaluated with the deploy runtime's arithmetic, so the accuracy reported
+  // here is the accuracy of the exported integer model (nn::set_integer_eval).
+  nn::set_integer_eval(model, !(bits.is_uniform() && bits.default_bits() == nn::kFloatBits));
   EvalResult r;
   double loss_sum = 0;
   int64_t correct = 0;
@@ -63,6 +66,7 @@ EvalResult evaluate(models::ModelImpl& model, data::Loader& loader, const nn::Bi
     correct += logits.argmax(1).eq(b.labels).sum().item<int64_t>();
     r.count += b.labels.size(0);
   }
+  nn::set_integer_eval(model, false);
   model.train(was_training);
   r.accuracy = r.count ? 100.0 * correct / r.count : 0;
   r.loss = r.count ? loss_sum / r.count : 0;

@@ -17,7 +17,8 @@ struct EvalResult {
   int64_t count = 0;
 };
 
-// Evaluates `model` at `bits` on every batch of `loader` (eval mode, no grad).
+// Evaluates `model` at `bits` on every batch of `loader` (eval mode, no grad). Quantized
+// configurations use integer-exact evaluation: the result is the deployed integer model's.
 EvalResult evaluate(models::ModelImpl& model, data::Loader& loader, const nn::BitConfig& bits);
 
 struct TrainResult {

@@ -1,0 +1,464 @@
+// Deployment artifact: safetensors layout, validation and integer bit switching (SPEC.md Sec. 7,
+// paper Sec. 3.1); see artifact.h.
+#include "bitswitch/deploy/artifact.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <set>
+#include <thread>
+
+#include "bitswitch/deploy/packing.h"
+#include "bitswitch/nn/bit_config.h"
+#include "bitswitch/util/error.h"
+
+namespace bitswitch::deploy {
+
+using json = nlohmann::json;
+
+namespace {
+
+constexpr int64_t kMaxDim = int64_t(1) << 24;
+
+const char* kind_name(LayerKind k) { return k == LayerKind::kConv ? "conv" : "linear"; }
+
+std::string rounding_name(quant::SecondRounding r) {
+  return r == quant::SecondRounding::kFloor ? "floor" : "half_up";
+}
+
+TensorToWrite f32(const std::string& name, const std::vector<int64_t>& shape, const std::vector<float>& v) {
+  return make_tensor(name, "F32", shape, v.data(), v.size() * sizeof(float));
+}
+
+// `nonzero`: scales (training may learn a negative weight scale; the quantizer is defined for any
+// non-zero scale, and the runtime reproduces it exactly).
+std::vector<float> read_f32(const SafeTensors& st, const std::string& name, const std::vector<int64_t>& shape,
+                            bool nonzero = false) {
+  const auto& t = st.get(name, "F32", shape);
+  std::vector<float> v(size_t(t.numel()));
+  if (!v.empty()) std::memcpy(v.data(), t.data, v.size() * sizeof(float));
+  for (size_t i = 0; i < v.size(); ++i) {
+    BS_CHECK(std::isfinite(v[i]), st.source(), ": tensor '", name, "' element ", i, " is not finite");
+    if (nonzero) BS_CHECK(v[i] != 0, st.source(), ": tensor '", name, "' element ", i, " is zero");
+  }
+  return v;
+}
+
+json parse_meta_json(const SafeTensors& st, const std::string& key) {
+  try {
+    return json::parse(st.metadata(key));
+  } catch (const json::exception& e) {
+    fail(st.source(), ": metadata '", key, "' is not valid JSON: ", e.what());
+  }
+}
+
+template <typename T>
+T field(const json& j, const std::string& key, const std::string& where) {
+  BS_CHECK(j.is_object() && j.contains(key), where, ": missing field '", key, "'");
+  try {
+    return j.at(key).get<T>();
+  } catch (const json::exception&) {
+    fail(where, ": field '", key, "' has the wrong type (", j.at(key).dump(), ")");
+  }
+}
+
+int parse_int(const std::string& text, const std::string& where) {
+  try {
+    size_t used = 0;
+    const int v = std::stoi(text, &used);
+    if (used == text.size()) return v;
+  } catch (const std::exception&) {
+  }
+  fail(where, ": '", text, "' is not an integer");
+}
+
+// Parallel loop over [0, n) in contiguous chunks with plain threads (no LibTorch here).
+template <typename F>
+void parallel_chunks(size_t n, int threads, F&& fn) {
+  if (threads <= 0) threads = int(std::max(1u, std::thread::hardware_concurrency()));
+  const size_t t = std::min<size_t>(size_t(threads), std::max<size_t>(1, n / 65536));
+  if (t <= 1) {
+    fn(size_t(0), n);
+    return;
+  }
+  std::vector<std::thread> pool;
+  const size_t per = (n + t - 1) / t;
+  for (size_t i = 1; i < t; ++i)
+    pool.emplace_back([&, i] { fn(std::min(n, i * per), std::min(n, (i + 1) * per)); });
+  fn(0, std::min(n, per));
+  for (auto& th : pool) th.join();
+}
+
+}  // namespace
+
+std::vector<int64_t> LayerRecord::weight_shape() const {
+  if (kind == LayerKind::kLinear) return {out, in};
+  return {out, in, kernel, kernel};
+}
+
+const LayerRecord& Artifact::layer(const std::string& name) const {
+  for (const auto& l : layers)
+    if (l.name == name) return l;
+  fail("artifact has no layer '", name, "'");
+}
+
+const BnRecord& Artifact::bn(const std::string& name) const {
+  for (const auto& b : bns)
+    if (b.name == name) return b;
+  fail("artifact has no BatchNorm '", name, "'");
+}
+
+std::map<std::string, int> Artifact::layer_bits() const {
+  std::map<std::string, int> m;
+  for (const auto& l : layers)
+    if (l.switchable) m[l.name] = l.bits;
+  return m;
+}
+
+std::string Artifact::label() const {
+  if (master) return "master";
+  std::set<int> widths;
+  for (const auto& [_, b] : layer_bits()) widths.insert(b);
+  return widths.size() == 1 ? "w" + std::to_string(*widths.begin()) : "mixed";
+}
+
+std::string active_bn_key(const Artifact& a, const BnRecord& bn) {
+  const auto& src = a.layer(bn.source);
+  if (!src.quantized) return nn::bn_key(0, nn::kFloatBits);
+  int prev = 0;
+  if (!bn.input.empty()) {
+    const auto& in = a.layer(bn.input);
+    if (in.switchable) prev = in.bits;
+  }
+  return nn::bn_key(prev, src.bits);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing.
+
+std::vector<TensorToWrite> artifact_tensors(const Artifact& a, std::map<std::string, std::string>* metadata) {
+  std::vector<TensorToWrite> out;
+  json layers = json::array(), bns = json::array();
+  for (const auto& l : a.layers) {
+    const int64_t K = l.row_elems();
+    json jl = {{"name", l.name},   {"kind", kind_name(l.kind)}, {"out", l.out},
+               {"in", l.in},       {"kernel", l.kernel},        {"stride", l.stride},
+               {"padding", l.padding}, {"quantized", l.quantized}, {"switchable", l.switchable},
+               {"quantize_input", l.quantize_input}, {"bias", !l.bias.empty()}};
+    if (l.quantized) {
+      jl["bits"] = l.bits;
+      BS_CHECK(l.codes.size() == size_t(l.out * K), "layer '", l.name, "': ", l.codes.size(), " codes for ",
+               l.out, " x ", K, " weights");
+      if (l.bits == 8 || a.master) {
+        out.push_back(make_tensor(l.name + ".weight_codes", "I8", l.weight_shape(), l.codes.data(), l.codes.size()));
+      } else {
+        auto packed = pack_rows(l.codes.data(), size_t(l.out), size_t(K), l.bits);
+        const int64_t row_bytes = int64_t(packed_bytes(size_t(K), l.bits));
+        out.push_back(make_tensor(l.name + ".weight_packed", "U8", {l.out, row_bytes}, packed.data(), packed.size()));
+      }
+      out.push_back(f32(l.name + ".weight_scale", {l.out}, l.scale));
+      json widths = json::array();
+      for (const auto& [b, s] : l.act_scale) {
+        out.push_back(f32(l.name + ".act_scale_" + std::to_string(b), {1}, {s}));
+        widths.push_back(b);
+      }
+      jl["act_widths"] = widths;
+    } else {
+      out.push_back(f32(l.name + ".weight", l.weight_shape(), l.weight));
+    }
+    if (!l.bias.empty()) out.push_back(f32(l.name + ".bias", {l.out}, l.bias));
+    layers.push_back(jl);
+  }
+  for (const auto& b : a.bns) {
+    json keys = json::array();
+    for (const auto& [k, p] : b.by_key) {
+      const std::string base = b.name + "." + k;
+      out.push_back(f32(base + ".weight", {b.channels}, p.weight));
+      out.push_back(f32(base + ".bias", {b.channels}, p.bias));
+      out.push_back(f32(base + ".running_mean", {b.channels}, p.mean));
+      out.push_back(f32(base + ".running_var", {b.channels}, p.var));
+      keys.push_back(k);
+    }
+    bns.push_back({{"name", b.name}, {"source", b.source}, {"input", b.input}, {"channels", b.channels},
+                   {"eps", b.eps}, {"keys", keys}});
+  }
+  if (metadata) {
+    *metadata = {{"format", kArtifactFormat},
+                 {"version", std::to_string(kArtifactVersion)},
+                 {"arch", a.arch},
+                 {"spec", a.spec.dump()},
+                 {"in_channels", std::to_string(a.in_channels)},
+                 {"num_classes", std::to_string(a.num_classes)},
+                 {"bits", nn::format_bit_list(a.bits)},
+                 {"high_bits", std::to_string(a.high_bits)},
+                 {"rounding", rounding_name(a.rounding)},
+                 {"kind", a.master ? "master" : "switched"},
+                 {"layers", layers.dump()},
+                 {"bns", bns.dump()},
+                 {"provenance", a.provenance.dump()}};
+    if (!a.master) (*metadata)["layer_bits"] = json(a.layer_bits()).dump();
+  }
+  return out;
+}
+
+void write_artifact(const std::string& path, const Artifact& a) {
+  std::map<std::string, std::string> meta;
+  auto tensors = artifact_tensors(a, &meta);
+  write_safetensors(path, tensors, meta);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading and validation.
+
+Artifact artifact_from_safetensors(const SafeTensors& st) {
+  const std::string& src = st.source();
+  BS_CHECK(st.metadata().count("format") && st.metadata("format") == kArtifactFormat, src,
+           ": not a bitswitch artifact (metadata 'format' must be '", kArtifactFormat, "')");
+  const int version = parse_int(st.metadata("version"), src + ": metadata 'version'");
+  BS_CHECK(version == kArtifactVersion, src, ": artifact version ", version, " is not supported (this build reads ",
+           kArtifactVersion, ")");
+  Artifact a;
+  a.arch = st.metadata("arch");
+  a.spec = parse_meta_json(st, "spec");
+  a.provenance = parse_meta_json(st, "provenance");
+  a.in_channels = parse_int(st.metadata("in_channels"), src + ": metadata 'in_channels'");
+  a.num_classes = parse_int(st.metadata("num_classes"), src + ": metadata 'num_classes'");
+  BS_CHECK(a.in_channels > 0 && a.in_channels <= 4096 && a.num_classes > 0 && a.num_classes <= kMaxDim, src,
+           ": bad in_channels/num_classes ", a.in_channels, "/", a.num_classes);
+  try {
+    a.bits = nn::parse_bit_list(st.metadata("bits"), "metadata 'bits'");
+  } catch (const Error& e) {
+    fail(src, ": ", e.what());
+  }
+  a.high_bits = parse_int(st.metadata("high_bits"), src + ": metadata 'high_bits'");
+  BS_CHECK(a.high_bits == a.bits.front(), src, ": metadata high_bits ", a.high_bits,
+           " is not the highest width of the bit list ", st.metadata("bits"));
+  const std::string rounding = st.metadata("rounding");
+  BS_CHECK(rounding == "half_up" || rounding == "floor", src, ": metadata 'rounding' must be half_up or floor, got '",
+           rounding, "'");
+  a.rounding = rounding == "floor" ? quant::SecondRounding::kFloor : quant::SecondRounding::kHalfUp;
+  const std::string kind = st.metadata("kind");
+  BS_CHECK(kind == "master" || kind == "switched", src, ": metadata 'kind' must be master or switched, got '", kind, "'");
+  a.master = kind == "master";
+
+  std::set<std::string> used;
+  auto use = [&](const std::string& name) { used.insert(name); return name; };
+  const json layers = parse_meta_json(st, "layers");
+  BS_CHECK(layers.is_array() && !layers.empty(), src, ": metadata 'layers' must be a non-empty array");
+  std::set<std::string> names;
+  for (const auto& jl : layers) {
+    LayerRecord l;
+    const std::string where = src + ": metadata 'layers'";
+    l.name = field<std::string>(jl, "name", where);
+    const std::string lw = src + ": layer '" + l.name + "'";
+    BS_CHECK(!l.name.empty() && names.insert(l.name).second, lw, ": empty or duplicate layer name");
+    const std::string k = field<std::string>(jl, "kind", lw);
+    BS_CHECK(k == "conv" || k == "linear", lw, ": kind must be conv or linear, got '", k, "'");
+    l.kind = k == "conv" ? LayerKind::kConv : LayerKind::kLinear;
+    l.out = field<int64_t>(jl, "out", lw);
+    l.in = field<int64_t>(jl, "in", lw);
+    l.kernel = field<int64_t>(jl, "kernel", lw);
+    l.stride = field<int64_t>(jl, "stride", lw);
+    l.padding = field<int64_t>(jl, "padding", lw);
+    BS_CHECK(l.out > 0 && l.out <= kMaxDim && l.in > 0 && l.in <= kMaxDim, lw, ": bad shape ", l.out, " x ", l.in);
+    BS_CHECK(l.kernel >= 1 && l.kernel <= 15 && l.stride >= 1 && l.stride <= 16 && l.padding >= 0 &&
+                 l.padding < l.kernel + 8,
+             lw, ": bad kernel/stride/padding ", l.kernel, "/", l.stride, "/", l.padding);
+    BS_CHECK(l.kind == LayerKind::kConv || (l.kernel == 1 && l.stride == 1 && l.padding == 0), lw,
+             ": a linear layer has kernel 1, stride 1, padding 0");
+    BS_CHECK(l.row_elems() <= kMaxDim, lw, ": rows of ", l.row_elems(), " weights are too long");
+    l.quantized = field<bool>(jl, "quantized", lw);
+    l.switchable = field<bool>(jl, "switchable", lw);
+    l.quantize_input = field<bool>(jl, "quantize_input", lw);
+    BS_CHECK(l.quantized || (!l.switchable && !l.quantize_input), lw, ": a full-precision layer is neither switchable nor input-quantized");
+    const bool has_bias = field<bool>(jl, "bias", lw);
+    const int64_t K = l.row_elems();
+    if (l.quantized) {
+      l.bits = field<int>(jl, "bits", lw);
+      BS_CHECK(l.bits >= quant::kMinBits && l.bits <= quant::kMaxBits, lw, ": bits ", l.bits, " is outside [2, 8]");
+      if (a.master && l.switchable)
+        BS_CHECK(l.bits == a.high_bits, lw, ": a master artifact stores ", a.high_bits, "-bit codes, not ", l.bits);
+      BS_CHECK(l.switchable || l.bits == 8, lw, ": a fixed-width layer is stored at 8 bits, not ", l.bits);
+      if (l.switchable)
+        BS_CHECK(std::find(a.bits.begin(), a.bits.end(), l.bits) != a.bits.end(), lw, ": width ", l.bits,
+                 " is not in the bit list ", nn::format_bit_list(a.bits));
+      l.codes.resize(size_t(l.out * K));
+      if (l.bits == 8 || a.master) {
+        const auto& t = st.get(use(l.name + ".weight_codes"), "I8", l.weight_shape());
+        std::memcpy(l.codes.data(), t.data, l.codes.size());
+        const int lo = quant::signed_qmin(l.bits), hi = quant::signed_qmax(l.bits);
+        for (size_t i = 0; i < l.codes.size(); ++i)
+          BS_CHECK(l.codes[i] >= lo && l.codes[i] <= hi, src, ": tensor '", l.name, ".weight_codes' element ", i, " = ",
+                   int(l.codes[i]), " is outside the ", l.bits, "-bit range [", lo, ", ", hi, "]");
+      } else {
+        const int64_t row_bytes = int64_t(packed_bytes(size_t(K), l.bits));
+        const auto& t = st.get(use(l.name + ".weight_packed"), "U8", {l.out, row_bytes});
+        for (int64_t r = 0; r < l.out; ++r)
+          unpack_into(t.data + r * row_bytes, size_t(K), l.bits, l.codes.data() + r * K);
+      }
+      l.scale = read_f32(st, use(l.name + ".weight_scale"), {l.out}, true);
+      const json widths = jl.value("act_widths", json::array());
+      BS_CHECK(widths.is_array(), lw, ": act_widths must be an array");
+      for (const auto& jw : widths) {
+        BS_CHECK(jw.is_number_integer(), lw, ": act_widths entry ", jw.dump(), " is not an integer");
+        const int b = jw.get<int>();
+        BS_CHECK(b >= quant::kMinBits && b <= quant::kMaxBits, lw, ": activation width ", b, " is outside [2, 8]");
+        l.act_scale[b] = read_f32(st, use(l.name + ".act_scale_" + std::to_string(b)), {1}, true)[0];
+      }
+      if (l.quantize_input) {
+        BS_CHECK(l.act_scale.count(l.bits), lw, ": no activation scale for its width ", l.bits);
+        if (a.master && l.switchable)
+          for (int b : a.bits)
+            BS_CHECK(l.act_scale.count(b), lw, ": a master artifact needs the activation scale of every width; ", b,
+                     " is missing");
+      }
+    } else {
+      l.weight = read_f32(st, use(l.name + ".weight"), l.weight_shape());
+    }
+    if (has_bias) l.bias = read_f32(st, use(l.name + ".bias"), {l.out});
+    a.layers.push_back(std::move(l));
+  }
+
+  const json bns = parse_meta_json(st, "bns");
+  BS_CHECK(bns.is_array(), src, ": metadata 'bns' must be an array");
+  std::set<std::string> bn_names;
+  for (const auto& jb : bns) {
+    BnRecord b;
+    b.name = field<std::string>(jb, "name", src + ": metadata 'bns'");
+    const std::string bw = src + ": BatchNorm '" + b.name + "'";
+    BS_CHECK(!b.name.empty() && bn_names.insert(b.name).second, bw, ": empty or duplicate name");
+    b.source = field<std::string>(jb, "source", bw);
+    b.input = field<std::string>(jb, "input", bw);
+    BS_CHECK(names.count(b.source), bw, ": source layer '", b.source, "' is not in the artifact");
+    BS_CHECK(b.input.empty() || names.count(b.input), bw, ": input layer '", b.input, "' is not in the artifact");
+    b.channels = field<int64_t>(jb, "channels", bw);
+    BS_CHECK(b.channels == a.layer(b.source).out, bw, ": ", b.channels, " channels, but layer '", b.source, "' has ",
+             a.layer(b.source).out, " outputs");
+    b.eps = field<double>(jb, "eps", bw);
+    BS_CHECK(b.eps > 0 && b.eps < 1, bw, ": eps ", b.eps, " is outside (0, 1)");
+    const json keys = jb.value("keys", json::array());
+    BS_CHECK(keys.is_array() && !keys.empty(), bw, ": 'keys' must be a non-empty array");
+    for (const auto& jk : keys) {
+      BS_CHECK(jk.is_string(), bw, ": key ", jk.dump(), " is not a string");
+      const std::string k = jk.get<std::string>();
+      BS_CHECK(!k.empty() && k.find('.') == std::string::npos && !b.by_key.count(k), bw, ": bad or duplicate key '", k, "'");
+      const std::string base = b.name + "." + k;
+      BnParams p;
+      p.weight = read_f32(st, use(base + ".weight"), {b.channels});
+      p.bias = read_f32(st, use(base + ".bias"), {b.channels});
+      p.mean = read_f32(st, use(base + ".running_mean"), {b.channels});
+      p.var = read_f32(st, use(base + ".running_var"), {b.channels});
+      for (size_t i = 0; i < p.var.size(); ++i)
+        BS_CHECK(p.var[i] >= 0, src, ": tensor '", base, ".running_var' element ", i, " is negative");
+      b.by_key.emplace(k, std::move(p));
+    }
+    a.bns.push_back(std::move(b));
+  }
+  for (const auto& b : a.bns) {
+    const std::string key = active_bn_key(a, b);
+    BS_CHECK(a.master || b.by_key.count(key), src, ": BatchNorm '", b.name, "' has no parameters for key '", key,
+             "' (the widths of its layers)");
+  }
+  for (const auto& name : st.names())
+    BS_CHECK(used.count(name), src, ": unexpected tensor '", name, "'");
+  return a;
+}
+
+Artifact read_artifact(const std::string& path) { return artifact_from_safetensors(read_safetensors(path)); }
+
+// ---------------------------------------------------------------------------------------------
+// Switching.
+
+Artifact switch_widths(const Artifact& master, const std::map<std::string, int>& layer_bits, int threads) {
+  BS_CHECK(master.master, "switching needs a master artifact (from `bitswitch export`); this one is already switched to ",
+           master.label());
+  for (const auto& [name, b] : layer_bits) {
+    bool found = false;
+    for (const auto& l : master.layers) found |= l.name == name && l.switchable;
+    BS_CHECK(found, "layer widths name '", name, "', which is not a switchable layer of the model");
+    BS_CHECK(std::find(master.bits.begin(), master.bits.end(), b) != master.bits.end(), "layer '", name, "': width ", b,
+             " is not in the bit list ", nn::format_bit_list(master.bits));
+  }
+  Artifact out;
+  out.arch = master.arch;
+  out.spec = master.spec;
+  out.in_channels = master.in_channels;
+  out.num_classes = master.num_classes;
+  out.bits = master.bits;
+  out.high_bits = master.high_bits;
+  out.rounding = master.rounding;
+  out.master = false;
+  out.provenance = master.provenance;
+  out.layers.reserve(master.layers.size());
+  for (const auto& l : master.layers) {
+    if (!l.switchable) {
+      out.layers.push_back(l);
+      continue;
+    }
+    auto it = layer_bits.find(l.name);
+    BS_CHECK(it != layer_bits.end(), "layer widths do not name switchable layer '", l.name, "'");
+    const int b = it->second, h = master.high_bits, d = h - b;
+    LayerRecord s;
+    s.name = l.name;
+    s.kind = l.kind;
+    s.out = l.out, s.in = l.in, s.kernel = l.kernel, s.stride = l.stride, s.padding = l.padding;
+    s.quantized = true, s.switchable = true, s.quantize_input = l.quantize_input;
+    s.bits = b;
+    s.codes.resize(l.codes.size());
+    const int8_t* src = l.codes.data();
+    int8_t* dst = s.codes.data();
+    const auto mode = master.rounding;
+    parallel_chunks(l.codes.size(), threads, [&](size_t i0, size_t i1) {
+      for (size_t i = i0; i < i1; ++i) dst[i] = int8_t(quant::derive_code(src[i], h, b, mode));
+    });
+    s.scale.resize(l.scale.size());
+    for (size_t c = 0; c < l.scale.size(); ++c) s.scale[c] = l.scale[c] * std::ldexp(1.0f, d);
+    if (l.act_scale.count(b)) s.act_scale[b] = l.act_scale.at(b);
+    s.bias = l.bias;
+    out.layers.push_back(std::move(s));
+  }
+  for (const auto& b : master.bns) {
+    BnRecord nb = b;
+    nb.by_key.clear();
+    const std::string key = active_bn_key(out, b);
+    auto it = b.by_key.find(key);
+    if (it == b.by_key.end() && key.find('_') != std::string::npos) {
+      // A model trained without transitional BNs: the width's own BN (what training used).
+      it = b.by_key.find(std::to_string(out.layer(b.source).bits));
+    }
+    BS_CHECK(it != b.by_key.end(), "BatchNorm '", b.name, "' has no parameters for key '", key, "'");
+    nb.by_key.emplace(it->first, it->second);
+    out.bns.push_back(std::move(nb));
+  }
+  return out;
+}
+
+Artifact switch_uniform(const Artifact& master, int bits, int threads) {
+  BS_CHECK(std::find(master.bits.begin(), master.bits.end(), bits) != master.bits.end(), "width ", bits,
+           " is not in the artifact's bit list ", nn::format_bit_list(master.bits));
+  std::map<std::string, int> m;
+  for (const auto& l : master.layers)
+    if (l.switchable) m[l.name] = bits;
+  return switch_widths(master, m, threads);
+}
+
+ArtifactSize artifact_size(const Artifact& a) {
+  ArtifactSize s;
+  std::map<std::string, std::string> meta;
+  for (const auto& t : artifact_tensors(a, &meta)) {
+    s.total_tensor_bytes += t.bytes.size();
+    const std::string& n = t.name;
+    auto ends = [&](const std::string& suf) {
+      return n.size() >= suf.size() && n.compare(n.size() - suf.size(), suf.size(), suf) == 0;
+    };
+    if (ends(".weight_codes") || ends(".weight_packed")) s.weight_bytes += t.bytes.size();
+    else if (ends(".weight")) {
+      // FP layer weights (BN ".weight" entries are per-channel and belong to the rest).
+      for (const auto& l : a.layers)
+        if (!l.quantized && n == l.name + ".weight") s.weight_bytes += t.bytes.size();
+    }
+  }
+  return s;
+}
+
+}  // namespace bitswitch::deploy

@@ -1,0 +1,141 @@
+// Checkpoint -> master artifact (SPEC.md Sec. 7; paper Sec. 3.1: the stored INT(h) model).
+#include "bitswitch/deploy/export.h"
+
+#include <torch/torch.h>
+
+#include <map>
+
+#include "bitswitch/nn/layers.h"
+#include "bitswitch/train/checkpoint.h"
+#include "bitswitch/util/error.h"
+
+namespace bitswitch::deploy {
+
+using json = nlohmann::json;
+
+namespace {
+
+std::vector<float> to_floats(const torch::Tensor& t) {
+  auto c = t.detach().to(torch::kCPU, torch::kFloat32).contiguous();
+  return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+}
+
+bool buffer_set(torch::nn::Module& m, const std::string& name) {
+  for (const auto& b : m.named_buffers(false))
+    if (b.key() == name) return b.value().item<float>() > 0;
+  return false;
+}
+
+}  // namespace
+
+Artifact export_model(models::ModelImpl& model, const models::ModelSpec& spec, json provenance) {
+  torch::NoGradGuard ng;
+  Artifact a;
+  a.arch = spec.name;
+  a.spec = train::spec_to_json(spec);
+  a.in_channels = spec.in_channels;
+  a.num_classes = spec.num_classes;
+  a.bits = spec.bits;
+  a.high_bits = spec.bits.front();
+  a.rounding = spec.rounding;
+  a.master = true;
+  a.provenance = std::move(provenance);
+
+  std::map<const nn::QuantLayer*, std::string> layer_names;
+  for (const auto& item : model.named_modules("", false)) {
+    auto q = std::dynamic_pointer_cast<nn::QuantLayer>(item.value());
+    if (!q) continue;
+    const std::string& name = item.key();
+    layer_names[q.get()] = name;
+    LayerRecord l;
+    l.name = name;
+    torch::Tensor bias;
+    if (auto conv = std::dynamic_pointer_cast<nn::QConv2dImpl>(item.value())) {
+      const auto& o = conv->options();
+      l.kind = LayerKind::kConv;
+      l.out = o.out_channels(), l.in = o.in_channels(), l.kernel = o.kernel_size();
+      l.stride = o.stride(), l.padding = o.padding();
+      bias = conv->bias;
+    } else if (auto lin = std::dynamic_pointer_cast<nn::QLinearImpl>(item.value())) {
+      const auto& o = lin->options();
+      l.kind = LayerKind::kLinear;
+      l.out = o.out_features(), l.in = o.in_features();
+      bias = lin->bias;
+    } else {
+      fail("export: layer '", name, "' is a quantized layer of an unknown kind");
+    }
+    const auto& qo = q->quant_options();
+    const torch::Tensor w = q->weight_param().detach().to(torch::kFloat32).contiguous().view({l.out, -1});
+    l.quantized = qo.fixed_bits() != nn::kFloatBits;
+    if (l.quantized) {
+      l.switchable = q->follows_config();
+      l.quantize_input = qo.quantize_input();
+      const int h = q->high_bits();
+      l.bits = h;
+      BS_CHECK(q->weight_scale_initialized(), "export: layer '", name,
+               "' has never run quantized (its weight scale is not initialised): export a multi-precision checkpoint, not an FP32 one");
+      l.scale = to_floats(q->weight_scale());
+      for (int64_t c = 0; c < l.out; ++c)
+        BS_CHECK(l.scale[c] != 0 && std::isfinite(l.scale[c]), "export: layer '", name, "' channel ", c,
+                 " has weight scale ", l.scale[c]);
+      // The first rounding, with the function training's quantizer uses.
+      const auto codes = quant::weight_codes(w, q->weight_scale(), h).contiguous();
+      l.codes.assign(codes.data_ptr<int8_t>(), codes.data_ptr<int8_t>() + codes.numel());
+      if (l.quantize_input) {
+        for (int b : qo.bits()) {
+          BS_CHECK(buffer_set(*item.value(), "act_scale_init_" + std::to_string(b)), "export: layer '", name,
+                   "' has never run at ", b, " bits (activation scale not initialised)");
+          l.act_scale[b] = q->act_scale(b).item<float>();
+        }
+      }
+    } else {
+      l.weight = to_floats(w);
+    }
+    if (bias.defined()) l.bias = to_floats(bias);
+    a.layers.push_back(std::move(l));
+  }
+
+  for (const auto& item : model.named_modules("", false)) {
+    auto bn = std::dynamic_pointer_cast<nn::SwitchableBatchNorm2dImpl>(item.value());
+    if (!bn) continue;
+    BnRecord r;
+    r.name = item.key();
+    auto src = layer_names.find(bn->source().get());
+    BS_CHECK(src != layer_names.end(), "export: BatchNorm '", r.name, "' follows a layer outside the model");
+    r.source = src->second;
+    const bool quantized_source = a.layer(r.source).quantized;
+    for (const auto& child : bn->named_children()) {
+      auto b2 = std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(child.value());
+      if (!b2 || child.key().rfind("bn_", 0) != 0) continue;
+      const std::string key = child.key().substr(3);
+      if (quantized_source == (key == "fp")) continue;  // the FP BN only behind FP layers
+      BnParams p;
+      p.weight = to_floats(b2->weight);
+      p.bias = to_floats(b2->bias);
+      p.mean = to_floats(b2->running_mean);
+      p.var = to_floats(b2->running_var);
+      r.channels = b2->options.num_features();
+      r.eps = b2->options.eps();
+      r.by_key.emplace(key, std::move(p));
+    }
+    BS_CHECK(!r.by_key.empty(), "export: BatchNorm '", r.name, "' has no BN to export");
+    a.bns.push_back(std::move(r));
+  }
+  return a;
+}
+
+Artifact export_checkpoint(const std::string& checkpoint_path) {
+  train::Checkpoint ck(checkpoint_path);
+  const auto spec = ck.spec();
+  auto model = models::create_model(spec);
+  ck.load_model(*model, /*strict=*/true);
+  model->eval();
+  json prov = {{"checkpoint", checkpoint_path}};
+  const json cfg = ck.meta().value("config", json::object());
+  if (cfg.contains("dataset")) prov["dataset"] = cfg["dataset"];
+  if (cfg.contains("data_dir")) prov["data_dir"] = cfg["data_dir"];
+  if (ck.meta().contains("accuracy")) prov["accuracy"] = ck.meta()["accuracy"];
+  return export_model(*model, spec, prov);
+}
+
+}  // namespace bitswitch::deploy
