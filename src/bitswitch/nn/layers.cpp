@@ -78,6 +78,18 @@ torch::Tensor QuantLayer::quant_input(const torch::Tensor& x) {
   if (bits_.act == kFloatBits || !qopt_.quantize_input()) return x;
   auto& scale = act_scale_.at(bits_.act);
   auto& init = act_scale_init_.at(bits_.act);
+  if (qopt_.signed_input()) {
+    // Signed, symmetric, per tensor: the weight quantizer with one "channel" and no second
+    // rounding (h = l) is exactly that, LSQ gradients included (g = 1 / sqrt(numel * Qp)).
+    if (init.item<float>() == 0) {
+      torch::NoGradGuard ng;
+      const double qp = quant::signed_qmax(bits_.act);
+      scale.copy_((2.0 * x.detach().abs().mean() / std::sqrt(qp)).clamp_min(1e-8).reshape({1}));
+      init.fill_(1);
+    }
+    quant::WeightQuantSpec spec{bits_.act, bits_.act, qopt_.rounding(), false};
+    return quant::fake_quant_weight(x.reshape({1, -1}), scale, spec, qopt_.impl()).view(x.sizes());
+  }
   if (init.item<float>() == 0) {
     torch::NoGradGuard ng;
     scale.copy_(qopt_.act_init_mse() ? quant::init_act_scale_mse(x, bits_.act) : quant::init_act_scale(x, bits_.act));
@@ -90,15 +102,20 @@ torch::Tensor QuantLayer::quant_input(const torch::Tensor& x) {
 
 QConv2dImpl::QConv2dImpl(QConv2dOptions options) : opt_(std::move(options)) {
   const int64_t k = opt_.kernel_size();
-  weight = register_parameter("weight", torch::empty({opt_.out_channels(), opt_.in_channels(), k, k}));
+  const int64_t g = opt_.groups();
+  BS_CHECK(g >= 1 && opt_.in_channels() % g == 0 && opt_.out_channels() % g == 0, "QConv2d: `groups` ", g,
+           " must divide in_channels ", opt_.in_channels(), " and out_channels ", opt_.out_channels());
+  weight = register_parameter("weight", torch::empty({opt_.out_channels(), opt_.in_channels() / g, k, k}));
   torch::nn::init::kaiming_normal_(weight, 0.0, torch::kFanOut, torch::kReLU);
   if (opt_.bias()) bias = register_parameter("bias", torch::zeros({opt_.out_channels()}));
   register_quant_state(*this, opt_.out_channels(), opt_.quant());
 }
 
 torch::Tensor QConv2dImpl::forward(const torch::Tensor& x) {
-  auto y = torch::conv2d(quant_input(x), quant_weight(weight), bias, opt_.stride(), opt_.padding());
-  macs_ = y.size(1) * y.size(2) * y.size(3) * opt_.in_channels() * opt_.kernel_size() * opt_.kernel_size();
+  auto y = torch::conv2d(quant_input(x), quant_weight(weight), bias, opt_.stride(), opt_.padding(), /*dilation=*/1,
+                         opt_.groups());
+  macs_ = y.size(1) * y.size(2) * y.size(3) * (opt_.in_channels() / opt_.groups()) * opt_.kernel_size() *
+          opt_.kernel_size();
   return y;
 }
 
