@@ -1,12 +1,17 @@
 // Image folders: scan and labels, JPEG decoding (with DCT scaling), the eval transform's
 // geometry on a known image, RandomResizedCrop boxes, thread-count independence of batches,
-// and corrupt images (skip or fatal). The JPEGs are generated here with TurboJPEG.
+// corrupt images (skip or fatal), and a training run on a folder from pretrained weights.
+// The JPEGs are generated here with TurboJPEG.
 #include <torch/torch.h>
 
 #include <filesystem>
 #include <fstream>
 
 #include "bitswitch/data/image_folder.h"
+#include "bitswitch/models/model.h"
+#include "bitswitch/models/pretrained.h"
+#include "bitswitch/train/checkpoint.h"
+#include "bitswitch/train/trainer.h"
 #include "bitswitch/util/error.h"
 #include "test_util.h"
 
@@ -223,4 +228,62 @@ TEST(ImageFolder, CorruptImagesAreSkippedOrFatal) {
       const auto& path = folder.paths[static_cast<size_t>(b.indices[i].item<int64_t>())];
       EXPECT_EQ(std::count(skipped.begin(), skipped.end(), path), 0) << path;
     }
+}
+
+TEST(ImageFolder, TrainingFromPretrainedWeightsOnAnImageFolder) {
+  // root/{train,val}/{a,b}: class a bluish, class b reddish gradients.
+  const auto root = bs::testing::temp_dir("imgf_training");
+  for (const std::string split : {"train", "val"})
+    for (int c = 0; c < 2; ++c) {
+      const auto dir = root + "/" + split + "/" + (c ? "b" : "a");
+      std::filesystem::create_directories(dir);
+      for (int i = 0; i < (split == "train" ? 4 : 3); ++i)
+        write_bytes(dir + "/" + std::to_string(i) + ".jpg",
+                    bs::data::encode_jpeg(gradient(48 + 8 * i, 40, static_cast<uint8_t>(c ? 20 : 230)), 90));
+    }
+  bs::train::TrainConfig c;
+  c.model = "resnet18";
+  c.dataset = "imagefolder";
+  c.data_dir = root;
+  c.image_size = 32;
+  c.workers = 2;
+  c.batch = 4;
+  c.bits = {4, 2};
+  c.fp_epochs = 1;
+  c.epochs = 0;  // run 1: the FP phase only
+  c.threads = 1;  // torch's OpenMP threads spin badly on a busy 2-core machine
+  c.log_interval = 1000;
+  c.out = root + "/run1";
+  // Weights to start from, written by another model of the same architecture.
+  bs::models::ModelSpec spec;
+  spec.name = "resnet18";
+  spec.in_channels = 3;
+  spec.num_classes = 2;
+  spec.bits = c.bits;
+  torch::manual_seed(42);
+  auto start = bs::models::create_model(spec);
+  bs::models::save_fp_safetensors(*start, root + "/start.safetensors");
+  c.pretrained = root + "/start.safetensors";
+  auto r1 = bs::train::run_training(c);
+  ASSERT_TRUE(r1.finished);
+  ASSERT_TRUE(r1.accuracy.contains("fp32"));
+  // The FP phase wrote its weights with torchvision names; a second run starts from them with
+  // no FP phase, and its FP32 baseline is exactly the first run's FP32 accuracy.
+  auto reloaded = bs::models::create_model(spec);
+  bs::models::load_fp_safetensors(*reloaded, c.out + "/fp32.safetensors");
+  bs::train::Checkpoint fp32_pt(c.out + "/fp32.pt");
+  auto from_pt = bs::models::create_model(fp32_pt.spec());
+  fp32_pt.load_model(*from_pt, /*strict=*/true);
+  const auto ta = bs::models::fp_tensors(*reloaded), tb = bs::models::fp_tensors(*from_pt);
+  ASSERT_EQ(ta.size(), tb.size());
+  for (size_t i = 0; i < ta.size(); ++i) EXPECT_TRUE(torch::equal(ta[i].tensor, tb[i].tensor)) << ta[i].bitswitch_name;
+  c.pretrained = c.out + "/fp32.safetensors";
+  c.fp_epochs = 0;
+  c.epochs = 1;
+  c.out = root + "/run2";
+  auto r2 = bs::train::run_training(c);
+  ASSERT_TRUE(r2.finished);
+  EXPECT_TRUE(r2.accuracy.contains("w4") && r2.accuracy.contains("w2"));
+  EXPECT_DOUBLE_EQ(r2.accuracy["fp32"].get<double>(), r1.accuracy["fp32"].get<double>());
+  EXPECT_FALSE(std::filesystem::exists(c.out + "/fp32.safetensors"));
 }

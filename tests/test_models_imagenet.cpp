@@ -50,12 +50,15 @@ TEST(ImagenetModels, ParameterCountsMatchTorchvision) {
 
 TEST(ImagenetModels, OutputShapesFpAndQuantized) {
   torch::manual_seed(0);
+  // One thread: torch's OpenMP threads spin badly when the 2-core test machine is busy.
+  const int threads = torch::get_num_threads();
+  torch::set_num_threads(1);
   for (const std::string name : {"resnet18", "resnet50", "mobilenetv2"}) {
     auto spec = imagenet_spec(name, {4, 3, 2});
     spec.num_classes = 7;
     auto m = bs::models::create_model(spec);
     m->eval();
-    auto x = torch::randn({2, 3, 64, 64});
+    auto x = torch::randn({2, 3, 32, 32});
     torch::NoGradGuard ng;
     bs::nn::apply_bits(*m, bs::nn::BitConfig::fp32());
     auto fp = m->forward(x);
@@ -72,6 +75,7 @@ TEST(ImagenetModels, OutputShapesFpAndQuantized) {
   EXPECT_EQ(bs::nn::quant_layers(*bs::models::create_model(imagenet_spec("resnet18"))).size(), 19u);
   // MobileNetV2: 17 blocks (16 with an expansion conv) x 2-3 convs + the last 1x1 conv.
   EXPECT_EQ(bs::nn::quant_layers(*bs::models::create_model(imagenet_spec("mobilenetv2"))).size(), 16u * 3 + 2 + 1);
+  torch::set_num_threads(threads);
 }
 
 TEST(ImagenetModels, TorchvisionNamesFollowOneRule) {

@@ -4,6 +4,7 @@
 // shapes of resnet18, resnet50 and mobilenet_v2.
 #include <torch/torch.h>
 
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -72,6 +73,8 @@ TEST(Pretrained, ImportedResnet18GivesTorchvisionLogits) {
   const double range = want.abs().max().item<double>();
   const double err = (got - want).abs().max().item<double>();
   EXPECT_LE(err, 1e-4 * range) << "max |diff| " << err << ", max |logit| " << range;
+  RecordProperty("max_abs_diff", std::to_string(err));
+  std::printf("bitswitch vs torchvision logits: max |diff| %.3g, max |logit| %.3g\n", err, range);
   EXPECT_TRUE(torch::equal(got.argmax(1), want.argmax(1)));
   // The counters came across too (the fixture sets them to non-zero values).
   for (const auto& t : bs::models::fp_tensors(*m))

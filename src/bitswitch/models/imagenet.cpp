@@ -18,23 +18,16 @@
 namespace bitswitch::models {
 namespace {
 
-using nn::QConv2d;
-using nn::QConv2dOptions;
-using nn::QLinear;
-using nn::QLinearOptions;
-using nn::QuantOptions;
-using nn::SwitchableBatchNorm2d;
-
 enum class Act { kNone, kRelu, kRelu6 };
 
 // conv -> BN [-> activation], children "0" and "1" like torchvision's Conv2dNormActivation
 // and a ResNet's `downsample` Sequential.
 class ConvBnImpl : public torch::nn::Module {
  public:
-  ConvBnImpl(QConv2dOptions conv_options, const std::vector<int>& bits, Act act) : act_(act) {
+  ConvBnImpl(nn::QConv2dOptions conv_options, const std::vector<int>& bits, Act act) : act_(act) {
     const int64_t out = conv_options.out_channels();
-    conv = register_module("0", QConv2d(std::move(conv_options)));
-    bn = register_module("1", SwitchableBatchNorm2d(out, bits, conv.ptr()));
+    conv = register_module("0", nn::QConv2d(std::move(conv_options)));
+    bn = register_module("1", nn::SwitchableBatchNorm2d(out, bits, conv.ptr()));
   }
   torch::Tensor forward(const torch::Tensor& x) {
     auto y = bn(conv(x));
@@ -42,16 +35,16 @@ class ConvBnImpl : public torch::nn::Module {
     if (act_ == Act::kRelu6) return torch::clamp(y, 0, 6);
     return y;
   }
-  QConv2d conv{nullptr};
-  SwitchableBatchNorm2d bn{nullptr};
+  nn::QConv2d conv{nullptr};
+  nn::SwitchableBatchNorm2d bn{nullptr};
 
  private:
   Act act_;
 };
 TORCH_MODULE(ConvBn);
 
-QConv2dOptions conv_opt(int64_t in, int64_t out, int64_t k, int64_t stride, QuantOptions q) {
-  return QConv2dOptions(in, out, k).stride(stride).padding(k / 2).quant(std::move(q));
+nn::QConv2dOptions conv_opt(int64_t in, int64_t out, int64_t k, int64_t stride, nn::QuantOptions q) {
+  return nn::QConv2dOptions(in, out, k).stride(stride).padding(k / 2).quant(std::move(q));
 }
 
 // ---------------- ResNet ----------------
@@ -63,17 +56,17 @@ class ResBlockImpl : public torch::nn::Module {
     auto q = quant_options(spec);
     const int64_t out = bottleneck ? planes * 4 : planes;
     if (bottleneck) {
-      conv1 = register_module("conv1", QConv2d(conv_opt(in, planes, 1, 1, q)));
-      bn1 = register_module("bn1", SwitchableBatchNorm2d(planes, spec.bits, conv1.ptr()));
-      conv2 = register_module("conv2", QConv2d(conv_opt(planes, planes, 3, stride, q)));
-      bn2 = register_module("bn2", SwitchableBatchNorm2d(planes, spec.bits, conv2.ptr()));
-      conv3 = register_module("conv3", QConv2d(conv_opt(planes, out, 1, 1, q)));
-      bn3 = register_module("bn3", SwitchableBatchNorm2d(out, spec.bits, conv3.ptr()));
+      conv1 = register_module("conv1", nn::QConv2d(conv_opt(in, planes, 1, 1, q)));
+      bn1 = register_module("bn1", nn::SwitchableBatchNorm2d(planes, spec.bits, conv1.ptr()));
+      conv2 = register_module("conv2", nn::QConv2d(conv_opt(planes, planes, 3, stride, q)));
+      bn2 = register_module("bn2", nn::SwitchableBatchNorm2d(planes, spec.bits, conv2.ptr()));
+      conv3 = register_module("conv3", nn::QConv2d(conv_opt(planes, out, 1, 1, q)));
+      bn3 = register_module("bn3", nn::SwitchableBatchNorm2d(out, spec.bits, conv3.ptr()));
     } else {
-      conv1 = register_module("conv1", QConv2d(conv_opt(in, planes, 3, stride, q)));
-      bn1 = register_module("bn1", SwitchableBatchNorm2d(planes, spec.bits, conv1.ptr()));
-      conv2 = register_module("conv2", QConv2d(conv_opt(planes, planes, 3, 1, q)));
-      bn2 = register_module("bn2", SwitchableBatchNorm2d(planes, spec.bits, conv2.ptr()));
+      conv1 = register_module("conv1", nn::QConv2d(conv_opt(in, planes, 3, stride, q)));
+      bn1 = register_module("bn1", nn::SwitchableBatchNorm2d(planes, spec.bits, conv1.ptr()));
+      conv2 = register_module("conv2", nn::QConv2d(conv_opt(planes, planes, 3, 1, q)));
+      bn2 = register_module("bn2", nn::SwitchableBatchNorm2d(planes, spec.bits, conv2.ptr()));
     }
     if (stride != 1 || in != out)
       downsample = register_module("downsample", ConvBn(conv_opt(in, out, 1, stride, q), spec.bits, Act::kNone));
@@ -85,8 +78,8 @@ class ResBlockImpl : public torch::nn::Module {
     return torch::relu(y + (downsample ? downsample(x) : x));
   }
 
-  QConv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
-  SwitchableBatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  nn::QConv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
+  nn::SwitchableBatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
   ConvBn downsample{nullptr};
 };
 TORCH_MODULE(ResBlock);
@@ -94,8 +87,8 @@ TORCH_MODULE(ResBlock);
 class ResNetImpl : public ModelImpl {
  public:
   ResNetImpl(const ModelSpec& spec, const std::array<int, 4>& blocks, bool bottleneck) {
-    conv1 = register_module("conv1", QConv2d(QConv2dOptions(spec.in_channels, 64, 7).stride(2).padding(3).quant(edge_options(spec, false))));
-    bn1 = register_module("bn1", SwitchableBatchNorm2d(64, spec.bits, conv1.ptr()));
+    conv1 = register_module("conv1", nn::QConv2d(nn::QConv2dOptions(spec.in_channels, 64, 7).stride(2).padding(3).quant(edge_options(spec, false))));
+    bn1 = register_module("bn1", nn::SwitchableBatchNorm2d(64, spec.bits, conv1.ptr()));
     int64_t in = 64;
     for (int s = 0; s < 4; ++s) {
       const int64_t planes = int64_t(64) << s;
@@ -106,7 +99,7 @@ class ResNetImpl : public ModelImpl {
       }
       layers_[s] = register_module("layer" + std::to_string(s + 1), layer);
     }
-    fc = register_module("fc", QLinear(QLinearOptions(in, spec.num_classes).quant(edge_options(spec, true))));
+    fc = register_module("fc", nn::QLinear(nn::QLinearOptions(in, spec.num_classes).quant(edge_options(spec, true))));
   }
   torch::Tensor forward(const torch::Tensor& x) override {
     auto y = torch::relu(bn1(conv1(x)));
@@ -117,10 +110,10 @@ class ResNetImpl : public ModelImpl {
     return fc(y);
   }
 
-  QConv2d conv1{nullptr};
-  SwitchableBatchNorm2d bn1{nullptr};
+  nn::QConv2d conv1{nullptr};
+  nn::SwitchableBatchNorm2d bn1{nullptr};
   std::array<torch::nn::ModuleList, 4> layers_;
-  QLinear fc{nullptr};
+  nn::QLinear fc{nullptr};
 };
 
 // ---------------- MobileNetV2 ----------------
@@ -142,8 +135,8 @@ class InvertedResidualImpl : public torch::nn::Module {
     }
     // The depthwise conv sees its input at most once (ReLU6 or the stem): unsigned.
     dw_ = conv->register_module(next(), ConvBn(conv_opt(hidden, hidden, 3, stride, q).groups(hidden), spec.bits, Act::kRelu6));
-    project_ = conv->register_module(next(), QConv2d(conv_opt(hidden, out, 1, 1, q)));
-    project_bn_ = conv->register_module(next(), SwitchableBatchNorm2d(out, spec.bits, project_.ptr()));
+    project_ = conv->register_module(next(), nn::QConv2d(conv_opt(hidden, out, 1, 1, q)));
+    project_bn_ = conv->register_module(next(), nn::SwitchableBatchNorm2d(out, spec.bits, project_.ptr()));
   }
   torch::Tensor forward(const torch::Tensor& x) {
     auto y = expand_ ? expand_(x) : x;
@@ -154,8 +147,8 @@ class InvertedResidualImpl : public torch::nn::Module {
  private:
   bool residual_;
   ConvBn expand_{nullptr}, dw_{nullptr};
-  QConv2d project_{nullptr};
-  SwitchableBatchNorm2d project_bn_{nullptr};
+  nn::QConv2d project_{nullptr};
+  nn::SwitchableBatchNorm2d project_bn_{nullptr};
 };
 TORCH_MODULE(InvertedResidual);
 
@@ -167,7 +160,7 @@ class MobileNetV2Impl : public ModelImpl {
     };
     const Stage stages[] = {{1, 16, 1, 1}, {6, 24, 2, 2}, {6, 32, 3, 2}, {6, 64, 4, 2},
                             {6, 96, 3, 1}, {6, 160, 3, 2}, {6, 320, 1, 1}};
-    features_->push_back(ConvBn(QConv2dOptions(spec.in_channels, 32, 3).stride(2).padding(1).quant(edge_options(spec, false)),
+    features_->push_back(ConvBn(nn::QConv2dOptions(spec.in_channels, 32, 3).stride(2).padding(1).quant(edge_options(spec, false)),
                                 spec.bits, Act::kRelu6));
     int64_t in = 32;
     bool signed_in = false;  // the stem's output went through ReLU6
@@ -183,7 +176,7 @@ class MobileNetV2Impl : public ModelImpl {
     register_module("features", features_);
     auto classifier = register_module("classifier", std::make_shared<torch::nn::Module>());
     dropout_ = classifier->register_module("0", torch::nn::Dropout(0.2));
-    fc_ = classifier->register_module("1", QLinear(QLinearOptions(1280, spec.num_classes).quant(edge_options(spec, true))));
+    fc_ = classifier->register_module("1", nn::QLinear(nn::QLinearOptions(1280, spec.num_classes).quant(edge_options(spec, true))));
   }
   torch::Tensor forward(const torch::Tensor& x) override {
     auto y = x;
@@ -198,7 +191,7 @@ class MobileNetV2Impl : public ModelImpl {
  private:
   torch::nn::ModuleList features_;
   torch::nn::Dropout dropout_{nullptr};
-  QLinear fc_{nullptr};
+  nn::QLinear fc_{nullptr};
 };
 
 }  // namespace
