@@ -5,6 +5,8 @@ Usage:
   scripts/export_torchvision.py resnet18 resnet18.safetensors              # torchvision's weights
   scripts/export_torchvision.py resnet50 r50.safetensors --state-dict my.pth  # your own state dict
   scripts/export_torchvision.py --fixture DIR   # test fixture (random seeded ResNet-18, see below)
+  scripts/export_torchvision.py resnet18 runs/x/fp32.safetensors --load  # check a bitswitch file
+                                     # loads into torchvision (strict), e.g. its FP32 phase output
 
 Models: resnet18, resnet50, mobilenetv2 (torchvision's mobilenet_v2). The names stay
 torchvision's (`layer1.0.conv1.weight`, `features.1.conv.0.0.weight`, `classifier.1.bias`);
@@ -53,6 +55,23 @@ def save_safetensors(path, tensors, metadata=None):
     os.replace(tmp, path)
 
 
+def read_safetensors(path):
+    """The inverse of save_safetensors: {name: torch.Tensor}, metadata (F32 and I64 only)."""
+    import numpy as np
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    meta = header.pop("__metadata__", {})
+    types = {"F32": np.float32, "I64": np.int64}
+    out = {}
+    for name, h in header.items():
+        begin, end = h["data_offsets"]
+        raw = np.frombuffer(data[8 + n + begin:8 + n + end], dtype=types[h["dtype"]])
+        out[name] = torch.from_numpy(raw.reshape(h["shape"]).copy())
+    return out, meta
+
+
 def build(name, num_classes=1000):
     return getattr(torchvision.models, MODELS[name])(weights=None, num_classes=num_classes)
 
@@ -93,12 +112,22 @@ def main():
     ap.add_argument("--state-dict", help="a .pth state dict to export instead of torchvision's weights")
     ap.add_argument("--num-classes", type=int, default=1000)
     ap.add_argument("--fixture", metavar="DIR", help="write the test fixture into DIR and exit")
+    ap.add_argument("--load", action="store_true",
+                    help="instead of writing OUT, load it into torchvision's MODEL (strict) and report")
     a = ap.parse_args()
     if a.fixture:
         write_fixture(a.fixture)
         return 0
     if not a.model or not a.out:
         ap.error("MODEL and OUT are required (or --fixture DIR)")
+    if a.load:
+        sd, meta = read_safetensors(a.out)
+        classes = sd["fc.bias" if "fc.bias" in sd else "classifier.1.bias"].shape[0]
+        model = build(a.model, classes)
+        model.load_state_dict(sd, strict=True)
+        print(f"{a.out}: {len(sd)} tensors load into torchvision {a.model} ({classes} classes); metadata {meta}",
+              file=sys.stderr)
+        return 0
     if a.state_dict:
         model = build(a.model, a.num_classes)
         model.load_state_dict(torch.load(a.state_dict, map_location="cpu"))
