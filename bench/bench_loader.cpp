@@ -3,7 +3,7 @@
 // ImageNet-sized JPEGs (500x375, quality 90, like a typical ImageNet photo).
 // Usage: bench_loader --dir DIR [--images N] [--classes K] [--threads 1,2] [--batch B]
 //                     [--batches N] [--eval] [--no-dct-scaling]
-// The folder is generated once (DIR/train/<class>/*.JPEG) and reused when it already exists.
+// The folder is generated once (DIR/<N>-images-<K>-classes/train/<class>/*.JPEG) and reused.
 // Prints one JSON line per thread count.
 #include <algorithm>
 #include <chrono>
@@ -92,7 +92,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  const fs::path root = fs::path(dir) / "train";
+  const fs::path root = fs::path(dir) / fmt::format("{}-images-{}-classes", images, classes) / "train";
   const auto t_make = std::chrono::steady_clock::now();
   make_folder(root, images, classes);
   std::fprintf(stderr, "[bench_loader] folder %s ready (%.1f s)\n", root.c_str(),

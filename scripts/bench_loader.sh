@@ -13,11 +13,14 @@ out=runs/bench_loader.jsonl
 build/bench/bench_loader --images 2048 --threads 1,2 --batch 64 "$@" | tee -a "$out"
 build/bench/bench_loader --images 2048 --threads 1,2 --batch 64 --eval "$@" | tee -a "$out"
 python3 - "$out" <<'PY' >>docs/benchmarks.md
-import json, platform, subprocess, sys, datetime
+import json, subprocess, sys, datetime
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
-print(f"\n## Image-folder loader alone\n\n`scripts/bench_loader.sh`, {datetime.date.today()}, {cpu}: 2048 generated "
-      "500x375 JPEGs (quality 90), batch 64, crop 224, DCT-domain downscaling on, timed over one epoch after a warm-up.\n")
+print(f"\n## Image-folder loader alone\n\n`scripts/bench_loader.sh`, {datetime.date.today()}, {cpu}, "
+      f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores: {rows[0]['images']} generated "
+      f"500x375 JPEGs (quality 90), batch {rows[0]['batch']}, crop 224, DCT-domain downscaling "
+      f"{'on' if rows[0]['dct_scaling'] else 'off'}, timed over one epoch after a warm-up; decoding threads only "
+      "(no training running).\n")
 print("| transform | threads | images/s |\n|---|---|---|")
 for r in rows:
     t = "RandomResizedCrop + flip" if r["mode"] == "train" else "Resize 256 + CenterCrop 224"
