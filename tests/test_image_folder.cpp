@@ -3,6 +3,7 @@
 // corrupt images (skip or fatal), and a training run on a folder from pretrained weights.
 // The JPEGs are generated here with TurboJPEG.
 #include <torch/torch.h>
+#include <turbojpeg.h>
 
 #include <filesystem>
 #include <fstream>
@@ -105,6 +106,33 @@ TEST(ImageFolder, DecodeWithDctScaling) {
   EXPECT_ERROR_CONTAINS(bs::data::decode_jpeg(garbage, "bad.jpg"), "bad.jpg: not a readable JPEG");
   std::vector<uint8_t> truncated(bytes.begin(), bytes.begin() + static_cast<long>(bytes.size() / 2));
   EXPECT_ERROR_CONTAINS(bs::data::decode_jpeg(truncated, "half.jpg"), "half.jpg: corrupt JPEG");
+}
+
+TEST(ImageFolder, GrayscaleAndCmykJpegsBecomeRgb) {
+  // CMYK as libjpeg stores Adobe files (inverted): R = C * K / 255, likewise G and B.
+  const int w = 16, h = 8;
+  std::vector<uint8_t> cmyk(static_cast<size_t>(w) * h * 4);
+  for (size_t i = 0; i < cmyk.size(); i += 4) cmyk[i] = 200, cmyk[i + 1] = 100, cmyk[i + 2] = 50, cmyk[i + 3] = 128;
+  tjhandle tj = tjInitCompress();
+  unsigned char* out = nullptr;
+  unsigned long size = 0;
+  ASSERT_EQ(tjCompress2(tj, cmyk.data(), w, 0, h, TJPF_CMYK, &out, &size, TJSAMP_444, 100, 0), 0) << tjGetErrorStr2(tj);
+  const std::vector<uint8_t> bytes(out, out + size);
+  tjFree(out);
+  out = nullptr;  // tjCompress2 would otherwise take it for a buffer to reuse
+  const auto rgb = bs::data::decode_jpeg(bytes, "cmyk.jpg");
+  ASSERT_EQ(rgb.pixels.size(), static_cast<size_t>(w) * h * 3);
+  EXPECT_NEAR(rgb.pixels[0], 200 * 128 / 255.0, 2);
+  EXPECT_NEAR(rgb.pixels[1], 100 * 128 / 255.0, 2);
+  EXPECT_NEAR(rgb.pixels[2], 50 * 128 / 255.0, 2);
+  // Grayscale: R = G = B.
+  std::vector<uint8_t> gray(static_cast<size_t>(w) * h, 77);
+  ASSERT_EQ(tjCompress2(tj, gray.data(), w, 0, h, TJPF_GRAY, &out, &size, TJSAMP_GRAY, 100, 0), 0);
+  const std::vector<uint8_t> gbytes(out, out + size);
+  tjFree(out);
+  tjDestroy(tj);
+  const auto g = bs::data::decode_jpeg(gbytes, "gray.jpg");
+  for (int c = 0; c < 3; ++c) EXPECT_NEAR(g.pixels[static_cast<size_t>(c)], 77, 1);
 }
 
 TEST(ImageFolder, EvalTransformIsResizeThenCenterCrop) {
