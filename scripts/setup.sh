@@ -11,6 +11,7 @@ PACKAGES=(
   zlib1g-dev nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libglpk-dev python3
+  libturbojpeg0-dev python3-torch python3-torchvision
   dataset-fashion-mnist
 )
 

@@ -41,6 +41,11 @@ expect_error "garbage.pt' is corrupt or not a bitswitch checkpoint" eval --check
 expect_error "missing.pt' does not exist" eval --checkpoint "$TMP/missing.pt"
 expect_error "garbage.pt' is corrupt" train --init "$TMP/garbage.pt" --out "$TMP/r2" --train-limit 128
 expect_error "config.json' does not exist" train --resume --out "$TMP/nothing-here"
+expect_error "dataset imagefolder: --data-dir is required" train --dataset imagefolder --model resnet18 --out "$TMP/r1"
+mkdir -p "$TMP/imgs/train/a" "$TMP/imgs/val"
+expect_error "imgs/train' has no .jpg/.jpeg files" train --dataset imagefolder --data-dir "$TMP/imgs" --out "$TMP/r1"
+expect_error "cannot open safetensors file '$TMP/none.safetensors'" train --pretrained "$TMP/none.safetensors" --out "$TMP/r2" --train-limit 128
+expect_error "either \`init\` (a checkpoint) or \`pretrained\`" train --init a.pt --pretrained b.safetensors --out "$TMP/r2"
 
 if ls "$TMP"/r1/checkpoint.pt "$TMP"/r2/checkpoint.pt >/dev/null 2>&1; then
   echo "FAIL: a failed run left a checkpoint"

@@ -1,6 +1,7 @@
 // Tests of configuration files: JSON and YAML, unknown and mistyped fields, validation.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -72,4 +73,37 @@ TEST(Config, ValidateNamesTheField) {
   c = {};
   c.second_rounding = "nearest";
   EXPECT_ERROR_CONTAINS(c.validate(), "second_rounding must be half-up or floor");
+}
+
+TEST(Config, EveryRecipeInConfigsParsesAndValidates) {
+  namespace fs = std::filesystem;
+  int count = 0;
+  for (const auto& e : fs::directory_iterator(fs::path(BITSWITCH_SOURCE_DIR) / "configs")) {
+    const auto ext = e.path().extension();
+    if (ext != ".yaml" && ext != ".yml" && ext != ".json") continue;
+    bitswitch::train::TrainConfig c;
+    c.merge_json(bitswitch::train::load_config_file(e.path().string()), e.path().string());
+    EXPECT_NO_THROW(c.validate()) << e.path();
+    ++count;
+  }
+  EXPECT_GE(count, 9);  // the Fashion-MNIST, CIFAR-10 and ImageNet recipes
+  // The ImageNet recipes follow the paper: Adam 5e-4, wd 5e-5, 90 epochs, batch 256, from FP32 weights.
+  for (const char* name : {"imagenet-resnet18-8642", "imagenet-resnet18-432", "imagenet-resnet50-8642",
+                           "imagenet-mobilenetv2-864", "imagenet-mobilenetv2-432"}) {
+    bitswitch::train::TrainConfig c;
+    const auto path = std::string(BITSWITCH_SOURCE_DIR) + "/configs/" + name + ".yaml";
+    c.merge_json(bitswitch::train::load_config_file(path), path);
+    EXPECT_EQ(c.dataset, "imagefolder") << name;
+    EXPECT_EQ(c.optimizer, "adam") << name;
+    EXPECT_DOUBLE_EQ(c.lr, 5e-4) << name;
+    EXPECT_DOUBLE_EQ(c.weight_decay, 5e-5) << name;
+    EXPECT_EQ(c.epochs, 90) << name;
+    EXPECT_EQ(c.batch, 256) << name;
+    EXPECT_EQ(c.fp_epochs, 0) << name;
+    EXPECT_FALSE(c.pretrained.empty()) << name;
+  }
+  bitswitch::train::TrainConfig bad;
+  bad.init = "a.pt";
+  bad.pretrained = "b.safetensors";
+  EXPECT_ERROR_CONTAINS(bad.validate(), "either `init` (a checkpoint) or `pretrained`");
 }

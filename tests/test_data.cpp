@@ -384,7 +384,7 @@ TEST(Cifar10, MissingFileAndBadLabel) {
 
 TEST(LoadDataset, NamesAndDirs) {
   EXPECT_ERROR_CONTAINS(bitswitch::data::load_dataset("mnist", ""), "unknown dataset 'mnist'");
-  EXPECT_ERROR_CONTAINS(bitswitch::data::load_dataset("mnist", ""), "fashion-mnist, cifar10");
+  EXPECT_ERROR_CONTAINS(bitswitch::data::load_dataset("mnist", ""), "fashion-mnist, cifar10, cifar100, imagefolder");
   EXPECT_ERROR_CONTAINS(bitswitch::data::load_dataset("cifar10", ""), "--data-dir is required");
   EXPECT_ERROR_CONTAINS(bitswitch::data::load_dataset("cifar10", "/nonexistent-bitswitch-dir"),
                         "/nonexistent-bitswitch-dir/data_batch_1.bin: file not found");
@@ -654,4 +654,36 @@ TEST(Loader, RejectsBadUse) {
   Loader loader(ds, opt);
   Batch b;
   EXPECT_ERROR_CONTAINS(loader.next(b), "next() called before start_epoch()");
+}
+
+TEST(Cifar100, ReadsFineLabelsAndRejectsBadFiles) {
+  const std::string dir = bitswitch::testing::temp_dir("cifar100");
+  // Record k: coarse label 19 - k % 20, fine label (7 * k + seed) % 100, then pixels.
+  auto records = [](int count, int seed, int bad_label_at = -1) {
+    Bytes b;
+    for (int k = 0; k < count; ++k) {
+      b.push_back(static_cast<uint8_t>(19 - k % 20));
+      b.push_back(static_cast<uint8_t>(k == bad_label_at ? 100 : (7 * k + seed) % 100));
+      for (int p = 0; p < 3072; ++p) b.push_back(static_cast<uint8_t>((p * 3 + k * 13 + seed) % 256));
+    }
+    return b;
+  };
+  write_raw(dir + "/train.bin", records(5, 1));
+  write_raw(dir + "/test.bin", records(3, 2));
+  const DatasetPair d = bitswitch::data::load_dataset("cifar100", dir);
+  EXPECT_EQ(d.train.name, "cifar100");
+  EXPECT_EQ(d.train.num_classes, 100);
+  ASSERT_EQ(d.train.size(), 5);
+  ASSERT_EQ(d.test.size(), 3);
+  for (int k = 0; k < 5; ++k) EXPECT_EQ(d.train.labels[k].item<int64_t>(), (7 * k + 1) % 100);
+  // Pixel (c, y, x) of record k is byte 2 + c*1024 + y*32 + x.
+  EXPECT_EQ(d.test.images[2][1][3][4].item<int>(), (int(1024 + 3 * 32 + 4) * 3 + 2 * 13 + 2) % 256);
+  Bytes b = records(2, 0);
+  b.pop_back();
+  write_raw(dir + "/test.bin", b);
+  EXPECT_ERROR_CONTAINS(bitswitch::data::load_cifar100(dir),
+                        "test.bin: size 6147 bytes is not a positive multiple of the CIFAR-100 record size 3074");
+  write_raw(dir + "/test.bin", records(3, 0, 2));
+  EXPECT_ERROR_CONTAINS(bitswitch::data::load_cifar100(dir), "test.bin: record 2 has label 100, expected 0..99");
+  EXPECT_ERROR_CONTAINS(bitswitch::data::load_cifar100(""), "--data-dir is required");
 }

@@ -17,6 +17,7 @@
 #include "bitswitch/nn/layers.h"
 #include "bitswitch/train/checkpoint.h"
 #include "bitswitch/train/config.h"
+#include "bitswitch/train/data_sources.h"
 #include "bitswitch/train/trainer.h"
 #include "bitswitch/util/error.h"
 
@@ -138,12 +139,15 @@ struct EvalCommand {
     auto model = models::create_model(spec);
     ck.load_model(*model, /*strict=*/true);
     const json run_cfg = ck.meta().value("config", json::object());
-    const std::string dataset = run_cfg.value("dataset", std::string("fashion-mnist"));
-    const std::string dir = data_dir.empty() ? run_cfg.value("data_dir", std::string()) : data_dir;
-    auto data = data::load_dataset(dataset, dir);
-    BS_CHECK(data.test.channels() == spec.in_channels && data.test.num_classes == spec.num_classes,
+    // The run's own data settings (dataset, image size, workers), with this command's overrides.
+    train::TrainConfig cfg;
+    cfg.merge_json(run_cfg, checkpoint + " (stored config)");
+    if (!data_dir.empty()) cfg.data_dir = data_dir;
+    cfg.test_limit = test_limit;
+    auto data = train::open_data(cfg, batch);
+    BS_CHECK(data.channels == spec.in_channels && data.num_classes == spec.num_classes,
              "checkpoint '", checkpoint, "' expects ", spec.in_channels, " channels and ", spec.num_classes,
-             " classes; dataset ", dataset, " has ", data.test.channels(), " and ", data.test.num_classes);
+             " classes; dataset ", cfg.dataset, " has ", data.channels, " and ", data.num_classes);
     std::vector<int> widths;
     if (bits.empty()) {
       widths.push_back(nn::kFloatBits);
@@ -162,10 +166,7 @@ struct EvalCommand {
         widths.push_back(one[0]);
       }
     }
-    data::LoaderOptions lo;
-    lo.batch_size = batch;
-    lo.limit = test_limit;
-    data::Loader loader(data.test, lo);
+    auto& loader = *data.test;
     json acc = json::object(), loss = json::object();
     for (int w : widths) {
       auto r = train::evaluate(*model, loader, nn::BitConfig::uniform(w));

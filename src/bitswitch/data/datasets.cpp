@@ -172,35 +172,47 @@ Dataset fashion_mnist_split(const fs::path& dir, const std::string& prefix) {
 constexpr int64_t kCifarChannels = 3;
 constexpr int64_t kCifarSide = 32;
 constexpr int64_t kCifarPixels = kCifarChannels * kCifarSide * kCifarSide;  // 3072
-constexpr int64_t kCifarRecord = 1 + kCifarPixels;                          // 3073
 
-// Size of a CIFAR-10 batch file in records, after checking it exists and is whole records.
-int64_t cifar_records(const std::string& path) {
+// The two binary CIFAR layouts: CIFAR-10 records are <label><3072 pixels>; CIFAR-100 records
+// are <coarse label><fine label><3072 pixels> (the fine label, 0..99, is the class).
+struct CifarFormat {
+  const char* name;
+  const char* title;  // for messages
+  int64_t label_bytes;
+  int64_t num_classes;
+  std::vector<float> mean, std;
+  int64_t record() const { return label_bytes + kCifarPixels; }
+};
+const CifarFormat kCifar10{"cifar10", "CIFAR-10", 1, 10, {0.4914f, 0.4822f, 0.4465f}, {0.2470f, 0.2435f, 0.2616f}};
+const CifarFormat kCifar100{"cifar100", "CIFAR-100", 2, 100, {0.5071f, 0.4865f, 0.4409f}, {0.2673f, 0.2564f, 0.2762f}};
+
+// Size of a CIFAR batch file in records, after checking it exists and is whole records.
+int64_t cifar_records(const std::string& path, const CifarFormat& f) {
   require_regular_file(path);
   std::error_code ec;
   const auto size = fs::file_size(path, ec);
   if (ec) fail(path, ": cannot read file size: ", ec.message());
-  if (size == 0 || size % kCifarRecord != 0) {
-    fail(path, ": size ", size, " bytes is not a positive multiple of the CIFAR-10 record size ", kCifarRecord,
-         " (1 label byte + 3x32x32 pixels); is this the binary version of CIFAR-10?");
+  if (size == 0 || size % f.record() != 0) {
+    fail(path, ": size ", size, " bytes is not a positive multiple of the ", f.title, " record size ", f.record(),
+         " (", f.label_bytes, " label byte(s) + 3x32x32 pixels); is this the binary version of ", f.title, "?");
   }
-  return static_cast<int64_t>(size / kCifarRecord);
+  return static_cast<int64_t>(size / f.record());
 }
 
-Dataset cifar10_split(const fs::path& dir, const std::vector<std::string>& files) {
+Dataset cifar_split(const fs::path& dir, const std::vector<std::string>& files, const CifarFormat& f) {
   std::vector<std::string> paths;
   std::vector<int64_t> counts;
   int64_t total = 0;
-  for (const auto& f : files) {
-    paths.push_back((dir / f).string());
-    counts.push_back(cifar_records(paths.back()));
+  for (const auto& file : files) {
+    paths.push_back((dir / file).string());
+    counts.push_back(cifar_records(paths.back(), f));
     total += counts.back();
   }
   Dataset ds;
-  ds.name = "cifar10";
-  ds.num_classes = 10;
-  ds.mean = {0.4914f, 0.4822f, 0.4465f};
-  ds.std = {0.2470f, 0.2435f, 0.2616f};
+  ds.name = f.name;
+  ds.num_classes = f.num_classes;
+  ds.mean = f.mean;
+  ds.std = f.std;
   ds.images = torch::empty({total, kCifarChannels, kCifarSide, kCifarSide}, torch::kUInt8);
   ds.labels = torch::empty({total}, torch::kInt64);
   uint8_t* img = ds.images.data_ptr<uint8_t>();
@@ -209,17 +221,19 @@ Dataset cifar10_split(const fs::path& dir, const std::vector<std::string>& files
   int64_t at = 0;
   for (size_t k = 0; k < paths.size(); ++k) {
     const std::string& path = paths[k];
-    const int64_t bytes = counts[k] * kCifarRecord;
+    const int64_t bytes = counts[k] * f.record();
     buf.resize(static_cast<size_t>(bytes));
     std::ifstream in(path, std::ios::binary);
     if (!in) fail(path, ": cannot open: ", std::strerror(errno));
     in.read(buf.data(), bytes);
     if (in.gcount() != bytes) fail(path, ": read only ", in.gcount(), " of ", bytes, " bytes");
     for (int64_t r = 0; r < counts[k]; ++r, ++at) {
-      const auto* rec = reinterpret_cast<const uint8_t*>(buf.data()) + r * kCifarRecord;
-      if (rec[0] > 9) fail(path, ": record ", r, " has label ", int{rec[0]}, ", expected 0..9");
-      lab[at] = rec[0];
-      std::memcpy(img + at * kCifarPixels, rec + 1, kCifarPixels);
+      const auto* rec = reinterpret_cast<const uint8_t*>(buf.data()) + r * f.record();
+      const int label = rec[f.label_bytes - 1];
+      if (label >= f.num_classes)
+        fail(path, ": record ", r, " has label ", label, ", expected 0..", f.num_classes - 1);
+      lab[at] = label;
+      std::memcpy(img + at * kCifarPixels, rec + f.label_bytes, kCifarPixels);
     }
   }
   return ds;
@@ -272,16 +286,26 @@ DatasetPair load_cifar10(const std::string& dir) {
                          "data_batch_5.bin and test_batch.bin of the CIFAR-10 binary version)");
   const fs::path d(dir);
   DatasetPair pair;
-  pair.train = cifar10_split(d, {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
-                                 "data_batch_4.bin", "data_batch_5.bin"});
-  pair.test = cifar10_split(d, {"test_batch.bin"});
+  pair.train = cifar_split(d, {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
+                               "data_batch_4.bin", "data_batch_5.bin"}, kCifar10);
+  pair.test = cifar_split(d, {"test_batch.bin"}, kCifar10);
   return pair;
+}
+
+DatasetPair load_cifar100(const std::string& dir) {
+  BS_CHECK(!dir.empty(), "dataset cifar100: --data-dir is required (the directory holding train.bin and "
+                         "test.bin of the CIFAR-100 binary version)");
+  const fs::path d(dir);
+  return {cifar_split(d, {"train.bin"}, kCifar100), cifar_split(d, {"test.bin"}, kCifar100)};
 }
 
 DatasetPair load_dataset(const std::string& name, const std::string& dir) {
   if (name == "fashion-mnist") return load_fashion_mnist(dir.empty() ? kFashionMnistDefaultDir : dir);
   if (name == "cifar10") return load_cifar10(dir);
-  fail("unknown dataset '", name, "'; known datasets: fashion-mnist, cifar10");
+  if (name == "cifar100") return load_cifar100(dir);
+  if (name == "imagefolder")
+    fail("dataset 'imagefolder' is streamed from disk by data::ImageFolderLoader, not loaded into memory");
+  fail("unknown dataset '", name, "'; known datasets: fashion-mnist, cifar10, cifar100, imagefolder");
 }
 
 }  // namespace bitswitch::data

@@ -1,5 +1,6 @@
 // Image classification datasets held in memory as uint8 tensors.
-// Fashion-MNIST from gzipped IDX files (Debian's dataset-fashion-mnist), CIFAR-10 binary batches.
+// Fashion-MNIST from gzipped IDX files (Debian's dataset-fashion-mnist), CIFAR-10/100 binary batches.
+// (ImageNet-style image folders are streamed from disk instead: data/image_folder.h.)
 #pragma once
 #include <torch/types.h>
 
@@ -31,6 +32,9 @@ constexpr const char* kFashionMnistDefaultDir = "/usr/share/datasets/fashion-mni
 DatasetPair load_fashion_mnist(const std::string& dir = kFashionMnistDefaultDir);
 // Reads data_batch_1..5.bin and test_batch.bin (CIFAR-10 binary version) from `dir`.
 DatasetPair load_cifar10(const std::string& dir);
+// Reads train.bin and test.bin (CIFAR-100 binary version: coarse label, fine label, pixels);
+// the class is the fine label (100 classes).
+DatasetPair load_cifar100(const std::string& dir);
 // By name: "fashion-mnist" or "cifar10". An empty `dir` means the dataset's default location.
 DatasetPair load_dataset(const std::string& name, const std::string& dir);
 

@@ -61,6 +61,13 @@ AugmentDraw draw_augment(uint64_t seed, int64_t epoch, int64_t position, const A
   return d;
 }
 
+SampleRng::SampleRng(uint64_t seed, int64_t epoch, uint64_t stream, int64_t position)
+    : state_(mix_key({seed, static_cast<uint64_t>(epoch), stream, static_cast<uint64_t>(position)})) {}
+
+uint64_t SampleRng::next() { return splitmix64(state_); }
+
+double SampleRng::uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
+
 std::vector<int64_t> epoch_order(int64_t n, bool shuffle, uint64_t seed, int64_t epoch) {
   BS_CHECK(n >= 0, "epoch_order: sample count must be >= 0, got ", n);
   std::vector<int64_t> order(static_cast<size_t>(n));

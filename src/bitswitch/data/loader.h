@@ -27,6 +27,18 @@ struct AugmentDraw {
 // A pure function of its arguments, so batches do not depend on threading or on resuming.
 AugmentDraw draw_augment(uint64_t seed, int64_t epoch, int64_t position, const Augment& augment);
 
+// A random stream for one sample, a pure function of (seed, epoch, stream tag, position):
+// splitmix64 keyed like draw_augment, so per-sample random choices do not depend on threading.
+class SampleRng {
+ public:
+  SampleRng(uint64_t seed, int64_t epoch, uint64_t stream, int64_t position);
+  uint64_t next();
+  double uniform();  // in [0, 1), 53 random bits
+
+ private:
+  uint64_t state_;
+};
+
 // The sample order of one epoch over `n` samples: 0..n-1, or a Fisher-Yates shuffle driven by
 // std::mt19937_64 seeded from (seed, epoch); identical across standard libraries.
 std::vector<int64_t> epoch_order(int64_t n, bool shuffle, uint64_t seed, int64_t epoch);
@@ -35,6 +47,20 @@ struct Batch {
   torch::Tensor images;   // float [B, C, H, W], normalised with the dataset's mean/std
   torch::Tensor labels;   // int64 [B]
   torch::Tensor indices;  // int64 [B], sample indices into the dataset
+};
+
+// A source of mini-batches for training and evaluation: the in-memory Loader below and the
+// streaming ImageFolderLoader (data/image_folder.h) implement it.
+class BatchSource {
+ public:
+  virtual ~BatchSource() = default;
+  // Prepares the order for `epoch`; must be called before next().
+  virtual void start_epoch(int64_t epoch) = 0;
+  // Fills `batch` with the next batch; returns false at the end of the epoch.
+  virtual bool next(Batch& batch) = 0;
+  virtual int64_t num_batches() const = 0;
+  // Samples the source draws from (after any limit); Batch::indices are below this.
+  virtual int64_t num_samples() const = 0;
 };
 
 struct LoaderOptions {
@@ -46,15 +72,13 @@ struct LoaderOptions {
   int64_t limit = 0;  // use only the first `limit` samples (0 = all)
 };
 
-class Loader {
+class Loader : public BatchSource {
  public:
   Loader(const Dataset& dataset, LoaderOptions options);
-  // Prepares the order for `epoch`; must be called before next().
-  void start_epoch(int64_t epoch);
-  // Fills `batch` with the next batch; returns false at the end of the epoch.
-  bool next(Batch& batch);
-  int64_t num_batches() const;
-  int64_t num_samples() const { return n_; }
+  void start_epoch(int64_t epoch) override;
+  bool next(Batch& batch) override;
+  int64_t num_batches() const override;
+  int64_t num_samples() const override { return n_; }
 
  private:
   const Dataset& ds_;

@@ -10,6 +10,9 @@ namespace {
 const std::map<std::string, std::function<Model(const ModelSpec&)>>& registry() {
   static const std::map<std::string, std::function<Model(const ModelSpec&)>> r = {
       {"resnet20", make_resnet20},
+      {"resnet18", make_resnet18},
+      {"resnet50", make_resnet50},
+      {"mobilenetv2", make_mobilenetv2},
       {"smallcnn", make_small_cnn},
   };
   return r;

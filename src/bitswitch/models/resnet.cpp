@@ -15,14 +15,6 @@ using nn::QLinearOptions;
 using nn::QuantOptions;
 using nn::SwitchableBatchNorm2d;
 
-QuantOptions quant_options(const ModelSpec& spec) {
-  return QuantOptions().bits(spec.bits).rounding(spec.rounding).exact_scale_grad(spec.exact_scale_grad).impl(spec.impl).act_init_mse(spec.act_init_mse);
-}
-
-QuantOptions edge_options(const ModelSpec& spec, bool quantize_input) {
-  return quant_options(spec).fixed_bits(spec.first_last_bits).quantize_input(quantize_input);
-}
-
 class BasicBlockImpl : public torch::nn::Module {
  public:
   BasicBlockImpl(int64_t in, int64_t out, int64_t stride, const ModelSpec& spec) {
@@ -106,6 +98,14 @@ class SmallCnnImpl : public ModelImpl {
 };
 
 }  // namespace
+
+QuantOptions quant_options(const ModelSpec& spec) {
+  return QuantOptions().bits(spec.bits).rounding(spec.rounding).exact_scale_grad(spec.exact_scale_grad).impl(spec.impl).act_init_mse(spec.act_init_mse);
+}
+
+QuantOptions edge_options(const ModelSpec& spec, bool quantize_input) {
+  return quant_options(spec).fixed_bits(spec.first_last_bits).quantize_input(quantize_input);
+}
 
 Model make_resnet20(const ModelSpec& spec) { return std::make_shared<ResNetCifarImpl>(spec, 3); }
 Model make_small_cnn(const ModelSpec& spec) { return std::make_shared<SmallCnnImpl>(spec); }

@@ -79,6 +79,18 @@ torch::Tensor QuantLayer::quant_input(const torch::Tensor& x) {
   if (bits_.act == kFloatBits || !qopt_.quantize_input()) return x;
   auto& scale = act_scale_.at(bits_.act);
   auto& init = act_scale_init_.at(bits_.act);
+  if (qopt_.signed_input()) {
+    // Signed, symmetric, per tensor: the weight quantizer with one "channel" and no second
+    // rounding (h = l) is exactly that, LSQ gradients included (g = 1 / sqrt(numel * Qp)).
+    if (init.item<float>() == 0) {
+      torch::NoGradGuard ng;
+      const double qp = quant::signed_qmax(bits_.act);
+      scale.copy_((2.0 * x.detach().abs().mean() / std::sqrt(qp)).clamp_min(1e-8).reshape({1}));
+      init.fill_(1);
+    }
+    quant::WeightQuantSpec spec{bits_.act, bits_.act, qopt_.rounding(), false};
+    return quant::fake_quant_weight(x.reshape({1, -1}), scale, spec, qopt_.impl()).view(x.sizes());
+  }
   if (init.item<float>() == 0) {
     torch::NoGradGuard ng;
     scale.copy_(qopt_.act_init_mse() ? quant::init_act_scale_mse(x, bits_.act) : quant::init_act_scale(x, bits_.act));
@@ -108,11 +120,20 @@ QuantLayer::IntegerOperands QuantLayer::integer_operands(const torch::Tensor& x,
   }
   (void)quant_input(x);  // initialises the activation scale if needed
   const float a = act_scale_.at(bits_.act).item<float>();
-  const float inv = 1.0f / a;  // as the activation quantizer computes it
-  ops.x = (x * inv).clamp(0.0, double(quant::unsigned_qmax(bits_.act))).round();
+  const float inv = 1.0f / a;  // as the activation quantizers compute it
+  double x_max;
+  if (qopt_.signed_input()) {
+    x_max = -double(quant::signed_qmin(bits_.act));
+    ops.x = (x * inv).clamp(double(quant::signed_qmin(bits_.act)), double(quant::signed_qmax(bits_.act))).round();
+  } else {
+    x_max = quant::unsigned_qmax(bits_.act);
+    ops.x = (x * inv).clamp(0.0, x_max).round();
+  }
   ops.w = codes.to(torch::kFloat32);
   ops.out_scale = seff * a;
-  ops.bound = double(ops.w[0].numel()) * quant::unsigned_qmax(bits_.act) * double(1 << (l - 1));
+  const double k = double(ops.w[0].numel()), w_max = double(1 << (l - 1));
+  ops.bound = k * x_max * w_max;
+  ops.split_bound = k * 15 * w_max;
   return ops;
 }
 
@@ -123,8 +144,8 @@ torch::Tensor QuantLayer::integer_product(const IntegerOperands& ops,
   // |products| stays within 2^24, whatever the summation order or use of FMA.
   constexpr double kExact = double(1 << 24);
   if (ops.bound <= kExact) return op(ops.x, ops.w);
-  // Otherwise split the unsigned input codes into 4-bit halves, x = 16 xh + xl, and add in double.
-  if (ops.bound / 17.0 <= kExact) {
+  // Otherwise split the input codes, x = 16 xh + xl with xl in [0, 15], and add in double.
+  if (ops.split_bound <= kExact) {
     auto xh = (ops.x / 16).floor();
     auto xl = ops.x - xh * 16;
     return op(xh, ops.w).to(torch::kFloat64) * 16 + op(xl, ops.w).to(torch::kFloat64);
@@ -147,7 +168,10 @@ torch::Tensor QuantLayer::integer_output(const torch::Tensor& out, const Integer
 
 QConv2dImpl::QConv2dImpl(QConv2dOptions options) : opt_(std::move(options)) {
   const int64_t k = opt_.kernel_size();
-  weight = register_parameter("weight", torch::empty({opt_.out_channels(), opt_.in_channels(), k, k}));
+  const int64_t g = opt_.groups();
+  BS_CHECK(g >= 1 && opt_.in_channels() % g == 0 && opt_.out_channels() % g == 0, "QConv2d: `groups` ", g,
+           " must divide in_channels ", opt_.in_channels(), " and out_channels ", opt_.out_channels());
+  weight = register_parameter("weight", torch::empty({opt_.out_channels(), opt_.in_channels() / g, k, k}));
   torch::nn::init::kaiming_normal_(weight, 0.0, torch::kFanOut, torch::kReLU);
   if (opt_.bias()) bias = register_parameter("bias", torch::zeros({opt_.out_channels()}));
   register_quant_state(*this, opt_.out_channels(), opt_.quant());
@@ -160,14 +184,18 @@ torch::Tensor QConv2dImpl::forward(const torch::Tensor& x) {
     // Without an output scale the products are real values: the bias joins the double sum.
     auto b = (bias.defined() && !ops.out_scale.defined()) ? bias.to(torch::kFloat64) : torch::Tensor();
     auto out = integer_product(ops, [&](const torch::Tensor& xi, const torch::Tensor& wi) {
-      return torch::conv2d(xi, wi, b.defined() ? b.to(xi.scalar_type()) : b, opt_.stride(), opt_.padding());
+      return torch::conv2d(xi, wi, b.defined() ? b.to(xi.scalar_type()) : b, opt_.stride(), opt_.padding(),
+                           /*dilation=*/1, opt_.groups());
     });
     auto y = integer_output(out, ops, ops.out_scale.defined() ? bias : torch::Tensor());
-    macs_ = y.size(1) * y.size(2) * y.size(3) * opt_.in_channels() * opt_.kernel_size() * opt_.kernel_size();
+    macs_ = y.size(1) * y.size(2) * y.size(3) * (opt_.in_channels() / opt_.groups()) * opt_.kernel_size() *
+            opt_.kernel_size();
     return y;
   }
-  auto y = torch::conv2d(quant_input(x), quant_weight(weight), bias, opt_.stride(), opt_.padding());
-  macs_ = y.size(1) * y.size(2) * y.size(3) * opt_.in_channels() * opt_.kernel_size() * opt_.kernel_size();
+  auto y = torch::conv2d(quant_input(x), quant_weight(weight), bias, opt_.stride(), opt_.padding(), /*dilation=*/1,
+                         opt_.groups());
+  macs_ = y.size(1) * y.size(2) * y.size(3) * (opt_.in_channels() / opt_.groups()) * opt_.kernel_size() *
+          opt_.kernel_size();
   return y;
 }
 

@@ -27,6 +27,10 @@ struct QuantOptions {
   TORCH_ARG(int, fixed_bits) = 0;
   // Quantize the layer's input (unsigned, after a ReLU). Off for the first conv (image input).
   TORCH_ARG(bool, quantize_input) = true;
+  // The input is signed (no ReLU before it, e.g. MobileNetV2's linear bottleneck output):
+  // symmetric x_b = clamp(round(x / a), -2^(b-1), 2^(b-1) - 1) * a, still one scale per width
+  // (SPEC Sec. 2 names a signed variant for MobileNetV2; this one has no zero point).
+  TORCH_ARG(bool, signed_input) = false;
   TORCH_ARG(quant::SecondRounding, rounding) = quant::SecondRounding::kHalfUp;
   TORCH_ARG(bool, exact_scale_grad) = false;
   TORCH_ARG(quant::Impl, impl) = quant::Impl::kAuto;
@@ -62,7 +66,8 @@ class QuantLayer {
   // and the per-channel scale of the output (undefined when the products are already real values).
   struct IntegerOperands {
     torch::Tensor x, w, out_scale;
-    double bound = 0;  // integer codes: the largest possible sum of |products| of one output
+    double bound = 0;        // integer codes: the largest possible sum of |products| of one output
+    double split_bound = 0;  // the same for x split into 4-bit parts
   };
   IntegerOperands integer_operands(const torch::Tensor& x, torch::Tensor& w);
   // op(x, w) (a conv or linear) computed exactly: in float when no partial sum of integer codes
@@ -89,6 +94,9 @@ struct QConv2dOptions {
   TORCH_ARG(int64_t, kernel_size);
   TORCH_ARG(int64_t, stride) = 1;
   TORCH_ARG(int64_t, padding) = 0;
+  // Grouped convolution (groups == in_channels == out_channels: depthwise). The weight is
+  // [out, in / groups, k, k]; its scale stays per output channel.
+  TORCH_ARG(int64_t, groups) = 1;
   TORCH_ARG(bool, bias) = false;
   TORCH_ARG(QuantOptions, quant) = {};
 };

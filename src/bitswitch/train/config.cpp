@@ -59,9 +59,13 @@ struct Field {
 
 const std::vector<std::pair<std::string, Field>>& fields() {
   static const std::vector<std::pair<std::string, Field>> f = {
-      BS_FIELD(model, std::string, "architecture: resnet20 or smallcnn"),
-      BS_FIELD(dataset, std::string, "fashion-mnist (default, from the Debian package) or cifar10"),
+      BS_FIELD(model, std::string, "architecture: resnet20, smallcnn, resnet18, resnet50 or mobilenetv2"),
+      BS_FIELD(dataset, std::string,
+               "fashion-mnist (default, from the Debian package), cifar10, cifar100 or imagefolder (data_dir/train/<class>/*.JPEG and data_dir/val/<class>/*.JPEG)"),
       BS_FIELD(data_dir, std::string, "dataset directory (empty: the dataset's default location)"),
+      BS_FIELD(workers, int, "imagefolder: JPEG decoding threads"),
+      BS_FIELD(skip_corrupt, bool, "imagefolder: skip a corrupt image with a warning (false: stop with an error)"),
+      BS_FIELD(image_size, int, "imagefolder: crop size (224; evaluation resizes the short side to image_size * 8 / 7 first)"),
       {"bits",
        Field{"bit-widths trained jointly, e.g. [8,6,4,2] or \"8,6,4,2\" (each in [2,8], no duplicates)",
              [](TrainConfig& c, const json& v, const std::string& src) {
@@ -99,6 +103,9 @@ const std::vector<std::pair<std::string, Field>>& fields() {
       BS_FIELD(joint_mode, std::string, "per-width (one step per width, highest first) or summed"),
       BS_FIELD(kd, bool, "progressive self-distillation from the highest width"),
       BS_FIELD(init, std::string, "checkpoint to start from (FP32 or multi-precision)"),
+      BS_FIELD(pretrained, std::string,
+               "FP32 weights to start from: .safetensors with torchvision names (scripts/export_torchvision.py); "
+               "fp_epochs 0 skips FP training"),
       BS_FIELD(out, std::string, "run directory"),
       BS_FIELD(resume, bool, "continue the run in `out` from its checkpoint"),
       BS_FIELD(stop_after, int, "stop after N epochs in this invocation (continue with resume)"),
@@ -197,6 +204,9 @@ void TrainConfig::validate() const {
   BS_CHECK(stop_after >= 0, "stop_after must be >= 0");
   BS_CHECK(threads >= 0, "threads must be >= 0, got ", threads);
   BS_CHECK(log_interval > 0, "log_interval must be > 0");
+  BS_CHECK(workers >= 1, "workers must be >= 1, got ", workers);
+  BS_CHECK(image_size >= 16 && image_size <= 1024, "image_size must be in [16, 1024], got ", image_size);
+  BS_CHECK(pretrained.empty() || init.empty(), "give either `init` (a checkpoint) or `pretrained` (FP32 weights), not both");
 }
 
 json load_config_file(const std::string& path) {

@@ -13,6 +13,9 @@ struct TrainConfig {
   std::string model = "resnet20";
   std::string dataset = "fashion-mnist";
   std::string data_dir;          // empty: the dataset's default location
+  int workers = 2;               // imagefolder: JPEG decoding threads
+  bool skip_corrupt = true;      // imagefolder: skip (warn) or fail on a corrupt image
+  int image_size = 224;          // imagefolder: crop size (eval resizes to image_size * 8 / 7 first)
   std::vector<int> bits = {8, 6, 4, 2};
   int first_last_bits = 32;      // 32: FP first conv / last linear; 8: at 8 bits
   std::string second_rounding = "half-up";  // or "floor" (plain shift)
@@ -41,6 +44,7 @@ struct TrainConfig {
   bool kd = false;               // progressive self-distillation (SPEC Sec. 4)
   // run
   std::string init;              // FP32 or multi-precision checkpoint to start from
+  std::string pretrained;        // FP32 weights (.safetensors, torchvision names) before the FP phase
   std::string out = "runs/default";
   bool resume = false;
   int stop_after = 0;            // stop after this many epochs in this invocation (0: run all)

@@ -15,10 +15,11 @@
 
 #include <fmt/format.h>
 
-#include "bitswitch/data/datasets.h"
+#include "bitswitch/models/pretrained.h"
 #include "bitswitch/nn/layers.h"
 #include "bitswitch/train/alrs.h"
 #include "bitswitch/train/checkpoint.h"
+#include "bitswitch/train/data_sources.h"
 #include "bitswitch/train/progress.h"
 #include "bitswitch/util/atomic_file.h"
 #include "bitswitch/util/error.h"
@@ -47,7 +48,7 @@ models::ModelSpec spec_from_config(const TrainConfig& c, int64_t in_channels, in
   return s;
 }
 
-EvalResult evaluate(models::ModelImpl& model, data::Loader& loader, const nn::BitConfig& bits) {
+EvalResult evaluate(models::ModelImpl& model, data::BatchSource& loader, const nn::BitConfig& bits) {
   torch::NoGradGuard ng;
   const bool was_training = model.is_training();
   model.eval();
@@ -117,30 +118,20 @@ class Trainer {
     ckpt_path_ = (fs::path(cfg_.out) / "checkpoint.pt").string();
     metrics_path_ = (fs::path(cfg_.out) / "metrics.jsonl").string();
 
-    data_ = data::load_dataset(cfg_.dataset, cfg_.data_dir);
-    spec_ = spec_from_config(cfg_, data_.train.channels(), data_.train.num_classes);
+    data_ = open_data(cfg_);
+    train_loader_ = std::move(data_.train);
+    test_loader_ = std::move(data_.test);
+    spec_ = spec_from_config(cfg_, data_.channels, data_.num_classes);
     torch::manual_seed(cfg_.seed);
     model_ = models::create_model(spec_);
     model_->train();
     params_ = model_->parameters();
 
-    data::LoaderOptions tr;
-    tr.batch_size = cfg_.batch;
-    tr.shuffle = true;
-    tr.drop_last = true;
-    tr.augment = {cfg_.augment_pad, cfg_.hflip};
-    tr.seed = cfg_.seed;
-    tr.limit = cfg_.train_limit;
-    train_loader_ = std::make_unique<data::Loader>(data_.train, tr);
-    data::LoaderOptions te;
-    te.batch_size = 500;
-    te.limit = cfg_.test_limit;
-    test_loader_ = std::make_unique<data::Loader>(data_.test, te);
     BS_CHECK(train_loader_->num_batches() > 0, "train_limit ", cfg_.train_limit, " with batch ", cfg_.batch,
              " leaves no complete training batch");
 
     log(fmt::format("model {} ({} parameters), data {} ({} train / {} test), bits {}, threads {}, out {}", spec_.name,
-                    count_params(), data_.train.name, train_loader_->num_samples(), test_loader_->num_samples(),
+                    count_params(), data_.name, train_loader_->num_samples(), test_loader_->num_samples(),
                     nn::format_bit_list(spec_.bits), threads, cfg_.out));
 
     std::string phase = "fp";
@@ -159,6 +150,8 @@ class Trainer {
         auto r = evaluate(*model_, *test_loader_, nn::BitConfig::fp32());
         fp_baseline_ = r.accuracy;
         log(fmt::format("starting FP32 model: test accuracy {:.2f}%", r.accuracy));
+      } else if (!cfg_.pretrained.empty()) {
+        load_pretrained();
       }
     }
     write_text_atomically((fs::path(cfg_.out) / "config.json").string(), cfg_.to_json().dump(2) + "\n");
@@ -204,7 +197,7 @@ class Trainer {
       if (phase == "joint" && cfg_.epochs > 0) result.accuracy["fp32"] = fp_baseline_;
       print_table(result.accuracy);
       json summary{{"accuracy", result.accuracy}, {"seconds", seconds_}, {"model", spec_.name},
-                   {"dataset", data_.train.name}, {"bits", spec_.bits}, {"seed", cfg_.seed},
+                   {"dataset", data_.name}, {"bits", spec_.bits}, {"seed", cfg_.seed},
                    {"checkpoint", "checkpoint.pt"}};
       write_text_atomically((fs::path(cfg_.out) / "summary.json").string(), summary.dump(2) + "\n");
       log(fmt::format("done in {}; run directory {}", format_duration(seconds_), cfg_.out));
@@ -285,7 +278,7 @@ class Trainer {
     const int high = bits.front();
     const bool summed = cfg_.joint_mode == "summed";
     const double alpha = 0.7 * double(epoch + 1) / double(std::max(cfg_.epochs, 1));
-    const int64_t n_train = data_.train.size();
+    const int64_t n_train = train_loader_->num_samples();
     torch::Tensor kd_next;
     if (cfg_.kd) kd_next = torch::zeros({n_train, spec_.num_classes});
 
@@ -391,7 +384,7 @@ class Trainer {
   json meta(const std::string& phase, int epoch) {
     return json{{"spec", spec_to_json(spec_)}, {"config", cfg_.to_json()}, {"phase", phase}, {"epoch", epoch},
                 {"seconds", seconds_}, {"metrics_lines", metrics_lines_}, {"fp_baseline", fp_baseline_}, {"accuracy", last_accuracy_},
-                {"dataset", data_.train.name}};
+                {"dataset", data_.name}};
   }
 
   void save(const std::string& phase, int epoch) {
@@ -408,6 +401,17 @@ class Trainer {
     d.meta = meta("fp", cfg_.fp_epochs);
     d.model = model_.get();
     save_checkpoint((fs::path(cfg_.out) / "fp32.pt").string(), d);
+    // The same FP32 weights with torchvision names (models/pretrained.h), for PyTorch or --pretrained.
+    models::save_fp_safetensors(*model_, (fs::path(cfg_.out) / "fp32.safetensors").string(),
+                                {{"model", spec_.name}, {"dataset", data_.name}});
+  }
+
+  // FP32 weights from a .safetensors file (torchvision names) before the FP phase.
+  void load_pretrained() {
+    models::load_fp_safetensors(*model_, cfg_.pretrained);
+    auto r = evaluate(*model_, *test_loader_, nn::BitConfig::fp32());
+    fp_baseline_ = r.accuracy;
+    log(fmt::format("loaded FP32 weights from {}: test accuracy {:.2f}%", cfg_.pretrained, r.accuracy));
   }
 
   std::pair<std::string, int> restore() {
@@ -444,12 +448,12 @@ class Trainer {
   }
 
   TrainConfig cfg_;
-  data::DatasetPair data_;
+  DataSources data_;
   models::ModelSpec spec_;
   models::Model model_;
   std::vector<torch::Tensor> params_, others_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
-  std::unique_ptr<data::Loader> train_loader_, test_loader_;
+  std::unique_ptr<data::BatchSource> train_loader_, test_loader_;
   std::string ckpt_path_, metrics_path_;
   torch::Tensor kd_prev_;
   json last_accuracy_ = json::object();

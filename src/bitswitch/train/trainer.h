@@ -19,7 +19,7 @@ struct EvalResult {
 
 // Evaluates `model` at `bits` on every batch of `loader` (eval mode, no grad). Quantized
 // configurations use integer-exact evaluation: the result is the deployed integer model's.
-EvalResult evaluate(models::ModelImpl& model, data::Loader& loader, const nn::BitConfig& bits);
+EvalResult evaluate(models::ModelImpl& model, data::BatchSource& loader, const nn::BitConfig& bits);
 
 struct TrainResult {
   nlohmann::json accuracy;  // {"fp32": .., "w8": .., ...} from the last evaluation
