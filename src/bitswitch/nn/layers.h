@@ -8,6 +8,7 @@
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/pimpl.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -137,6 +138,12 @@ std::vector<std::pair<std::string, std::shared_ptr<QuantLayer>>> quant_layers(to
 void apply_bits(torch::nn::Module& model, const BitConfig& config);
 // Every switchable BN takes its FP statistics for all widths (starting from an FP32 model).
 void init_widths_from_fp(torch::nn::Module& model);
+
+// A process-wide transform applied to a freshly computed activation-scale init before it is
+// stored; data-parallel training installs one that averages the init over the ranks
+// (train/distributed.h, ActInitAveraging). Empty (the default): the init is used as computed.
+using ActInitReducer = std::function<torch::Tensor(const torch::Tensor&)>;
+void set_act_init_reducer(ActInitReducer reducer);
 
 // Parameter groups of SPEC Sec. 4: conv/linear weights (with weight decay) and the rest
 // (weight/activation scales, BN, biases: no weight decay, learning rate scaled by ALRS).
