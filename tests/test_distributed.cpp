@@ -189,8 +189,8 @@ TEST(ShardedLoader, ShardsConcatenateToTheGlobalBatch) {
 // the steps, equal to one process training on the whole global batch: within 1e-5 in full
 // precision; with quantized widths (8 and 4 bits), where a float-level difference can move a
 // value across a rounding boundary and change its gradient by a whole quantization step, the two
-// trajectories agree to within 0.1% of the distance the weights travelled (measured: 3e-5) (a wrong reduction,
-// e.g. a sum instead of a mean or an unaveraged scale init, is off by 50% or more).
+// trajectories agree to within 0.1% of the distance the weights travelled (measured: 3e-5; a
+// wrong reduction, e.g. a sum instead of a mean or an unaveraged scale init, is off by 50% or more).
 TEST(DataParallel, TwoRanksMatchOneProcessOnTheGlobalBatch) {
   ASSERT_TRUE(train::distributed_available());
   const std::string dir = bitswitch::testing::temp_dir("dist_equiv");

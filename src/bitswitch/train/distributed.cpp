@@ -40,6 +40,7 @@
 
 #include "bitswitch/nn/layers.h"
 #include "bitswitch/util/error.h"
+#include "bitswitch/util/parse.h"
 
 extern char** environ;
 
@@ -56,16 +57,10 @@ const char* env(const char* name) {
 
 int env_int(const char* name, int lo, int hi) {
   const std::string text = env(name);
-  size_t used = 0;
-  long v = 0;
-  try {
-    v = std::stol(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  BS_CHECK(used == text.size() && v >= lo && v <= hi, "environment variable ", name, "='", text,
-           "' must be an integer in [", lo, ", ", hi, "]");
-  return static_cast<int>(v);
+  const auto v = parse_integer(text);
+  BS_CHECK(v && *v >= lo && *v <= hi, "environment variable ", name, "='", text, "' must be an integer in [", lo, ", ",
+           hi, "]");
+  return static_cast<int>(*v);
 }
 
 // Groups `tensors` by dtype and device, and runs `fn` on each group flattened into one tensor;
@@ -278,32 +273,31 @@ std::unique_ptr<Distributed::Pending> Distributed::all_reduce_sum_async(torch::T
 #endif
 }
 
-void Distributed::all_reduce_sum(torch::Tensor& t, const std::string& what) {
-  if (active()) all_reduce_sum_async(t, what)->wait();
-}
-
-void Distributed::all_reduce_max(torch::Tensor& t, const std::string& what) {
-  if (!active()) return;
-#if BITSWITCH_HAVE_C10D
-  try {
-    std::vector<torch::Tensor> ts{t};
-    c10d::AllreduceOptions o;
-    o.reduceOp = c10d::ReduceOp::MAX;
-    group_->pg->allreduce(ts, o)->wait();
-  } catch (const std::exception& e) {
-    failed(what, e);
-  }
-#endif
-}
-
+void Distributed::all_reduce_sum(torch::Tensor& t, const std::string& what) { collective(t, what, Op::kSum, 0); }
+void Distributed::all_reduce_max(torch::Tensor& t, const std::string& what) { collective(t, what, Op::kMax, 0); }
 void Distributed::broadcast(torch::Tensor& t, int root, const std::string& what) {
+  collective(t, what, Op::kBroadcast, root);
+}
+
+void Distributed::collective(torch::Tensor& t, const std::string& what, Op op, int root) {
   if (!active()) return;
 #if BITSWITCH_HAVE_C10D
   try {
-    std::vector<torch::Tensor> ts{t};
-    c10d::BroadcastOptions o;
-    o.rootRank = root;
-    group_->pg->broadcast(ts, o)->wait();
+    // NCCL reduces CUDA tensors only: CPU tensors (counts, losses) travel through the GPU.
+    const bool stage = group_->backend == "nccl" && t.is_cpu();
+    std::vector<torch::Tensor> ts{stage ? t.to(resolve_device(opt_.device, opt_.local_rank)) : t};
+    c10::intrusive_ptr<c10d::Work> work;
+    if (op == Op::kBroadcast) {
+      c10d::BroadcastOptions o;
+      o.rootRank = root;
+      work = group_->pg->broadcast(ts, o);
+    } else {
+      c10d::AllreduceOptions o;
+      o.reduceOp = op == Op::kMax ? c10d::ReduceOp::MAX : c10d::ReduceOp::SUM;
+      work = group_->pg->allreduce(ts, o);
+    }
+    work->wait();
+    if (stage) t.copy_(ts[0]);
   } catch (const std::exception& e) {
     failed(what, e);
   }

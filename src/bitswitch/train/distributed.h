@@ -75,6 +75,8 @@ class Distributed {
 
  private:
   struct Group;
+  enum class Op { kSum, kMax, kBroadcast };
+  void collective(torch::Tensor& t, const std::string& what, Op op, int root);
   [[noreturn]] void failed(const std::string& what, const std::exception& e);
   DistOptions opt_;
   std::unique_ptr<Group> group_;

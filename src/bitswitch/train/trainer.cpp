@@ -497,7 +497,7 @@ class Trainer {
   }
 
   std::pair<std::string, int> restore() {
-    Checkpoint ck(ckpt_path_);
+    Checkpoint ck(ckpt_path_, device_);
     const auto stored = ck.spec();
     BS_CHECK(spec_to_json(stored) == spec_to_json(spec_), "checkpoint '", ckpt_path_,
              "' was written for model spec ", spec_to_json(stored).dump(), ", this run builds ", spec_to_json(spec_).dump());
@@ -509,7 +509,6 @@ class Trainer {
     last_accuracy_ = ck.meta().value("accuracy", json::object());
     metrics_lines_ = ck.meta().value("metrics_lines", int64_t(0));
     kd_prev_ = ck.extra("kd_prev");
-    if (kd_prev_.defined()) kd_prev_ = kd_prev_.to(device_);
     // Keep exactly the metrics lines that the checkpoint had seen.
     std::vector<std::string> lines;
     {
