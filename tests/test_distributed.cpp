@@ -262,6 +262,19 @@ TEST(DataParallel, StalledRankTimesOut) {
   EXPECT_NE(log.find("timeout 3 s"), std::string::npos) << log;
 }
 
+// Rank 1 never starts: rank 0 gives up after the timeout instead of waiting for ever.
+TEST(DataParallel, MissingRankFailsTheRendezvous) {
+  const std::string dir = bitswitch::testing::temp_dir("dist_missing");
+  pid_t p0 = spawn_rank(0, 2, some_free_port(), {dir + "/w", "5", "--timeout", "2"}, dir + "/rank0.log");
+  const int s0 = wait_for(p0, std::chrono::seconds(30));
+  ASSERT_NE(s0, -1) << "rank 0 hung past its timeout";
+  EXPECT_TRUE(WIFEXITED(s0) && WEXITSTATUS(s0) != 0);
+  const std::string log = read_file(dir + "/rank0.log");
+  EXPECT_NE(log.find("rank 0 of 2: cannot create the process group: not all 2 ranks joined within 2 s"),
+            std::string::npos)
+      << log;
+}
+
 // The launcher behind --nproc: a rank that dies stops the job, and the error names it.
 TEST(DataParallel, LauncherNamesTheRankThatDied) {
   const std::string dir = bitswitch::testing::temp_dir("dist_launch");

@@ -84,6 +84,13 @@ void for_each_flat(const std::vector<torch::Tensor>& tensors, Fn&& fn) {
   }
 }
 
+// An exception's message without LibTorch's backtrace.
+std::string short_what(const std::exception& e) {
+  std::string msg = e.what();
+  if (auto nl = msg.find("\nException raised from"); nl != std::string::npos) msg.resize(nl);
+  return msg;
+}
+
 std::vector<torch::Tensor> module_state(torch::nn::Module& m) {
   std::vector<torch::Tensor> out;
   for (const auto& p : m.parameters()) out.push_back(p);
@@ -207,7 +214,7 @@ Distributed::Distributed(const DistOptions& options) : opt_(options) {
     group_->store = c10::make_intrusive<c10d::TCPStore>(opt_.master_addr, so);
   } catch (const std::exception& e) {
     fail(where, ": rendezvous at MASTER_ADDR=", opt_.master_addr, " MASTER_PORT=", opt_.master_port,
-         " failed (timeout ", opt_.timeout_s, " s; are all ", opt_.world_size, " ranks started?): ", e.what());
+         " failed (timeout ", opt_.timeout_s, " s; are all ", opt_.world_size, " ranks started?): ", short_what(e));
   }
   try {
 #if defined(USE_C10D_NCCL)
@@ -226,8 +233,9 @@ Distributed::Distributed(const DistOptions& options) : opt_(options) {
       group_->backend = "gloo";
     }
   } catch (const std::exception& e) {
-    fail(where, ": cannot create the process group (set GLOO_SOCKET_IFNAME to the network interface to use): ",
-         e.what());
+    fail(where, ": cannot create the process group: not all ", opt_.world_size, " ranks joined within ", opt_.timeout_s,
+         " s, or they cannot reach each other (set GLOO_SOCKET_IFNAME to the network interface to use): ",
+         short_what(e));
   }
 #else
   fail("WORLD_SIZE=", opt_.world_size, ": this build has no c10d/Gloo (install libgloo-dev and re-run cmake); "
@@ -251,8 +259,7 @@ std::string Distributed::backend() const { return group_ ? group_->backend : "no
 
 void Distributed::failed(const std::string& what, const std::exception& e) {
   if (group_) group_->broken = true;
-  std::string msg = e.what();
-  if (auto nl = msg.find("\nException raised from"); nl != std::string::npos) msg.resize(nl);
+  const std::string msg = short_what(e);
   fail("rank ", opt_.rank, " of ", opt_.world_size, ": ", what,
        " failed; another rank has probably died, stalled or lost its connection (timeout ", opt_.timeout_s,
        " s, see --dist-timeout): ", msg);
