@@ -259,7 +259,9 @@ TEST(DataParallel, StalledRankTimesOut) {
   EXPECT_TRUE(WIFEXITED(s0) && WEXITSTATUS(s0) != 0);
   const std::string log = read_file(dir + "/rank0.log");
   EXPECT_NE(log.find("rank 0 of 2"), std::string::npos) << log;
-  EXPECT_NE(log.find("failed; another rank has probably died, stalled or lost its connection (timeout 6 s"), std::string::npos) << log;
+  EXPECT_NE(log.find("failed; another rank has probably died, stalled or lost its connection (timeout 6 s"),
+            std::string::npos)
+      << log;
 }
 
 // Rank 1 never starts: rank 0 gives up after the timeout instead of waiting for ever.
