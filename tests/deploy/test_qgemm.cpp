@@ -13,6 +13,7 @@
 
 #include "bitswitch/deploy/packing.h"
 #include "bitswitch/deploy/qgemm.h"
+#include "bitswitch/deploy/qgemm_panels.h"
 #include "bitswitch/util/error.h"
 #include "deploy_test_util.h"
 
@@ -232,3 +233,38 @@ TEST(QgemmTest, RejectsBadArguments) {
 }
 
 }  // namespace
+
+TEST(QgemmPanels, MatchesReferenceOnConvShapesAndEveryWidth) {
+  if (!qgemm_panels_supported()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
+  std::mt19937 rng(11);
+  // (M, N, K): ResNet-20 / small-CNN shapes, odd M (row tails) and N not a multiple of 16.
+  const std::vector<std::tuple<int, int, int>> shapes = {{784, 16, 144}, {197, 32, 288}, {49, 64, 576}, {13, 24, 16},
+                                                         {5, 80, 36},    {1, 10, 64},   {100, 128, 8}};
+  for (const auto& [M, N, K] : shapes) {
+    std::uniform_int_distribution<int> u8(0, 255);
+    std::vector<uint8_t> A(size_t(M) * (K + 4));
+    for (auto& v : A) v = uint8_t(u8(rng));
+    const int lda = K + 4;  // a row stride larger than K
+    std::vector<uint8_t> A_dense(size_t(M) * K);
+    for (int m = 0; m < M; ++m) std::memcpy(&A_dense[size_t(m) * K], &A[size_t(m) * lda], size_t(K));
+    for (int bits : {8, 6, 4, 3, 2}) {
+      std::uniform_int_distribution<int> code(quant::signed_qmin(bits), quant::signed_qmax(bits));
+      std::vector<int8_t> B(size_t(N) * K);
+      for (auto& v : B) v = int8_t(code(rng));
+      std::vector<int32_t> want(size_t(M) * N), got(size_t(M) * N, -1);
+      qgemm_u8s8_s32_ref(M, N, K, A_dense.data(), B.data(), want.data());
+      std::vector<int8_t> panels(qgemm_panels_bytes(N, K));
+      if (bits == 8) {
+        qgemm_panels_from_rows(B.data(), N, K, panels.data());
+      } else {
+        const auto packed = pack_rows(B.data(), size_t(N), size_t(K), bits);
+        qgemm_panels_from_packed(packed.data(), bits, N, K, panels.data());
+      }
+      qgemm_u8_panels_s32(M, N, K, A.data(), lda, panels.data(), got.data());
+      ASSERT_EQ(got, want) << "M " << M << " N " << N << " K " << K << " bits " << bits;
+    }
+  }
+  EXPECT_FALSE(qgemm_panels_usable(16, 18));
+  std::vector<int8_t> p(64);
+  EXPECT_THROW(qgemm_u8_panels_s32(1, 16, 18, nullptr, 18, p.data(), nullptr), Error);
+}

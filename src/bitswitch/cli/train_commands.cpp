@@ -6,7 +6,9 @@
 #include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -18,6 +20,7 @@
 #include "bitswitch/train/checkpoint.h"
 #include "bitswitch/train/config.h"
 #include "bitswitch/train/data_sources.h"
+#include "bitswitch/train/distributed.h"
 #include "bitswitch/train/trainer.h"
 #include "bitswitch/util/error.h"
 
@@ -105,13 +108,44 @@ struct TrainCommand {
   }
 };
 
+// This process's arguments after the executable, as the kernel recorded them.
+std::vector<std::string> own_arguments() {
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::vector<std::string> args;
+  std::string a;
+  while (std::getline(in, a, '\0')) args.push_back(a);
+  BS_CHECK(!args.empty(), "--nproc: cannot read /proc/self/cmdline");
+  args.erase(args.begin());
+  return args;
+}
+
+// `--nproc N`: this process becomes a launcher of N ranks running the same command without
+// --nproc (when RANK is already set, it is a rank itself: of --nproc's launcher or of torchrun).
+bool launch_ranks_if_asked(const train::TrainConfig& cfg) {
+  if (cfg.nproc <= 1 || std::getenv("RANK")) return false;
+  std::vector<std::string> args;
+  const auto own = own_arguments();
+  for (size_t i = 0; i < own.size(); ++i) {
+    if (own[i] == "--nproc") {
+      ++i;
+      continue;
+    }
+    if (own[i].rfind("--nproc=", 0) == 0) continue;
+    args.push_back(own[i]);
+  }
+  train::launch_local_ranks(cfg.nproc, "/proc/self/exe", args);
+  return true;
+}
+
 int cmd_train(TrainCommand& cmd) {
   auto cfg = cmd.resolve();
   if (cmd.dump_config) {
     std::cout << cfg.to_json().dump(2) << std::endl;
     return 0;
   }
+  if (launch_ranks_if_asked(cfg)) return 0;
   auto r = train::run_training(cfg);
+  if (!r.main_process) return 0;
   std::cout << json{{"accuracy", r.accuracy}, {"seconds", r.seconds}, {"finished", r.finished},
                     {"checkpoint", r.checkpoint}}.dump(2)
             << std::endl;

@@ -87,6 +87,8 @@ Loader::Loader(const Dataset& dataset, LoaderOptions options) : ds_(dataset), op
   const std::string who = "loader for dataset '" + ds_.name + "': ";
   BS_CHECK(opt_.batch_size > 0, who, "batch size must be > 0, got ", opt_.batch_size);
   BS_CHECK(opt_.limit >= 0, who, "limit must be >= 0 (0 = all samples), got ", opt_.limit);
+  BS_CHECK(opt_.shard_count >= 1 && opt_.shard_rank >= 0 && opt_.shard_rank < opt_.shard_count, who,
+           "shard rank ", opt_.shard_rank, " is not in [0, ", opt_.shard_count, ")");
   BS_CHECK(opt_.augment.pad >= 0, who, "crop padding must be >= 0, got ", opt_.augment.pad);
   BS_CHECK(ds_.images.defined() && ds_.labels.defined(), who, "dataset has no images or labels");
   BS_CHECK(ds_.images.dim() == 4 && ds_.images.scalar_type() == torch::kUInt8 && ds_.images.is_contiguous(),
@@ -130,9 +132,18 @@ int64_t Loader::num_batches() const {
 
 bool Loader::next(Batch& batch) {
   BS_CHECK(started_, "loader for dataset '", ds_.name, "': next() called before start_epoch()");
-  const int64_t remaining = n_ - pos_;
-  if (remaining <= 0 || (opt_.drop_last && remaining < opt_.batch_size)) return false;
-  const int64_t bsz = std::min(opt_.batch_size, remaining);
+  int64_t bsz = 0, first_pos = 0;
+  for (;;) {
+    const int64_t remaining = n_ - pos_;
+    if (remaining <= 0 || (opt_.drop_last && remaining < opt_.batch_size)) return false;
+    const int64_t global = std::min(opt_.batch_size, remaining);
+    const int64_t begin = global * opt_.shard_rank / opt_.shard_count;
+    const int64_t end = global * (opt_.shard_rank + 1) / opt_.shard_count;
+    first_pos = pos_ + begin;
+    bsz = end - begin;
+    pos_ += global;
+    if (bsz > 0) break;
+  }
 
   const int64_t C = ds_.images.size(1), H = ds_.images.size(2), W = ds_.images.size(3);
   const int64_t sample_px = C * H * W;
@@ -145,9 +156,8 @@ bool Loader::next(Batch& batch) {
   float* out_all = batch.images.data_ptr<float>();
   int64_t* lab_out = batch.labels.data_ptr<int64_t>();
   int64_t* idx_out = batch.indices.data_ptr<int64_t>();
-  const int64_t* order = order_.data() + pos_;
+  const int64_t* order = order_.data() + first_pos;
   const float* lut = lut_.data();
-  const int64_t first_pos = pos_;
   const int pad = opt_.augment.pad;
   const bool augmenting = pad > 0 || opt_.augment.hflip;
 
@@ -182,7 +192,6 @@ bool Loader::next(Batch& batch) {
       }
     }
   });
-  pos_ += bsz;
   return true;
 }
 

@@ -70,14 +70,23 @@ struct LoaderOptions {
   Augment augment;
   uint64_t seed = 0;
   int64_t limit = 0;  // use only the first `limit` samples (0 = all)
+  // Data-parallel sharding: every rank walks the same epoch order in global batches of
+  // `batch_size` and takes its contiguous part [r*g/count, (r+1)*g/count) of each global batch of
+  // size g, so the union over ranks of one step's batches is exactly the one-process batch (same
+  // samples, same augmentation draws, which depend on the global position).
+  int shard_rank = 0;
+  int shard_count = 1;
 };
 
 class Loader : public BatchSource {
  public:
   Loader(const Dataset& dataset, LoaderOptions options);
+  // Prepares the order for `epoch`; must be called before next().
   void start_epoch(int64_t epoch) override;
+  // Fills `batch` with the next batch (this shard's part of it); returns false at the end of the
+  // epoch. A shard whose part of the last, partial batch would be empty skips it.
   bool next(Batch& batch) override;
-  int64_t num_batches() const override;
+  int64_t num_batches() const override;  // global batches per epoch, the same on every shard
   int64_t num_samples() const override { return n_; }
 
  private:

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "bitswitch/deploy/packing.h"
+#include "bitswitch/deploy/qgemm_panels.h"
 #include "bitswitch/util/error.h"
 
 namespace bitswitch::deploy {
@@ -25,6 +26,7 @@ struct Op {
   int bits = 8;               // weight code width (integer ops)
   float act_inv = 1, act_qmax = 255;
   std::vector<uint8_t> wq;    // integer: N rows of K codes, int8 or packed `bits`-bit
+  std::vector<int8_t> panels; // 8-bit integer ops on the panel kernel: the codes as VNNI panels
   std::vector<float> wf;      // float: N x K
   std::vector<float> bias_fp; // float layers: bias, added in double
   // Epilogue, the arithmetic of nn::set_integer_eval: y = (acc * as[c] + bias[c]) * alpha[c] + beta[c]
@@ -133,6 +135,7 @@ void epilogue_residual(const int32_t* __restrict acc, int M, int N, Epi e, const
 
 struct Scratch {
   std::vector<uint8_t> col, q0, q1, q2;
+  std::vector<int8_t> panels;  // low-bit weights unpacked for one GEMM call
   std::vector<float> in;
   std::vector<int32_t> acc;
   std::vector<float> fcol, f0, f1, f2;
@@ -170,6 +173,7 @@ struct Runtime::Impl {
   size_t weight_bytes = 0;
 
   void prepare(const Artifact& a);
+  bool use_panels(const Op& o) const { return isa == QgemmIsa::kAvx512Vnni && qgemm_panels_usable(o.out, o.K()); }
   const Op& op(const std::string& name) const { return ops.at(name); }
 
   // ---- layer executions over a tile of n images (inner_threads split GEMM rows) ----
@@ -184,6 +188,18 @@ struct Runtime::Impl {
       A = col;
     }
     int32_t* C = sized(s.acc, size_t(M) * o.out);
+    if (use_panels(o)) {
+      const int8_t* panels = o.panels.data();
+      if (o.bits != 8) {
+        // Packed low-bit codes are unpacked into panels here, once for all M rows of the call.
+        panels = sized(s.panels, qgemm_panels_bytes(o.out, K));
+        qgemm_panels_from_packed(o.wq.data(), o.bits, o.out, K, s.panels.data());
+      }
+      parallel_rows(M, inner, [&](int r0, int r1) {
+        qgemm_u8_panels_s32(r1 - r0, o.out, K, A + size_t(r0) * K, K, panels, C + size_t(r0) * o.out);
+      });
+      return;
+    }
     parallel_rows(M, inner, [&](int r0, int r1) {
       if (o.bits == 8)
         qgemm_u8s8_s32(r1 - r0, o.out, K, A + size_t(r0) * K, reinterpret_cast<const int8_t*>(o.wq.data()),
@@ -431,6 +447,11 @@ Runtime::Runtime(const Artifact& model, RuntimeOptions options) : impl_(std::mak
   impl_->threads = options.threads > 0 ? options.threads : int(std::max(1u, std::thread::hardware_concurrency()));
   impl_->isa = options.isa == QgemmIsa::kAuto ? qgemm_auto_isa(false) : options.isa;
   BS_CHECK(qgemm_isa_supported(impl_->isa), "GEMM path '", qgemm_isa_name(impl_->isa), "' is not supported on this CPU");
+  for (auto& [_, o] : impl_->ops)
+    if (o.integer && o.bits == 8 && impl_->use_panels(o)) {
+      o.panels.resize(qgemm_panels_bytes(o.out, o.K()));
+      qgemm_panels_from_rows(reinterpret_cast<const int8_t*>(o.wq.data()), o.out, o.K(), o.panels.data());
+    }
   BS_CHECK(options.tile >= 1, "runtime tile must be >= 1");
   impl_->tile = options.tile;
 }

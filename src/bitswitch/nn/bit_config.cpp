@@ -8,6 +8,7 @@
 #include "bitswitch/quant/double_rounding.h"
 #include "bitswitch/util/atomic_file.h"
 #include "bitswitch/util/error.h"
+#include "bitswitch/util/parse.h"
 
 namespace bitswitch::nn {
 
@@ -106,16 +107,10 @@ std::vector<int> parse_bit_list(const std::string& text, const std::string& what
   std::stringstream ss(text);
   std::string item;
   while (std::getline(ss, item, ',')) {
-    size_t used = 0;
-    int v = 0;
-    try {
-      v = std::stoi(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    BS_CHECK(used > 0 && used == item.size(), what, ": '", item, "' in '", text,
+    const auto v = parse_integer(item);
+    BS_CHECK(v && *v >= INT32_MIN && *v <= INT32_MAX, what, ": '", item, "' in '", text,
              "' is not an integer bit-width");
-    bits.push_back(v);
+    bits.push_back(static_cast<int>(*v));
   }
   return check_bit_list(std::move(bits), what);
 }

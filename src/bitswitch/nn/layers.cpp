@@ -15,6 +15,15 @@ namespace bitswitch::nn {
 
 // ---------------- QuantLayer ----------------
 
+namespace {
+ActInitReducer& act_init_reducer() {
+  static ActInitReducer reducer;
+  return reducer;
+}
+}  // namespace
+
+void set_act_init_reducer(ActInitReducer reducer) { act_init_reducer() = std::move(reducer); }
+
 void QuantLayer::register_quant_state(torch::nn::Module& self, int64_t out_channels, QuantOptions opt) {
   if (opt.fixed_bits() != 0 && opt.fixed_bits() != kFloatBits) opt.bits({opt.fixed_bits()});
   opt.bits(check_bit_list(opt.bits(), "layer bits"));
@@ -93,7 +102,9 @@ torch::Tensor QuantLayer::quant_input(const torch::Tensor& x) {
   }
   if (init.item<float>() == 0) {
     torch::NoGradGuard ng;
-    scale.copy_(qopt_.act_init_mse() ? quant::init_act_scale_mse(x, bits_.act) : quant::init_act_scale(x, bits_.act));
+    auto s = qopt_.act_init_mse() ? quant::init_act_scale_mse(x, bits_.act) : quant::init_act_scale(x, bits_.act);
+    if (act_init_reducer()) s = act_init_reducer()(s);
+    scale.copy_(s);
     init.fill_(1);
   }
   return quant::fake_quant_act(x, scale, bits_.act, qopt_.impl());
@@ -108,7 +119,7 @@ QuantLayer::IntegerOperands QuantLayer::integer_operands(const torch::Tensor& x,
   }
   (void)quant_weight(w);  // initialises the weight scale if needed
   const int h = high_bits(), l = bits_.weight;
-  auto codes = quant::derive_codes(quant::weight_codes(w, weight_scale_, h), h, l, qopt_.rounding());
+  auto codes = quant::derive_codes(quant::weight_codes(w, weight_scale_, h), h, l, qopt_.rounding()).to(w.device());
   const auto seff = weight_scale_.detach().to(torch::kFloat32) * std::ldexp(1.0f, h - l);
   std::vector<int64_t> per_channel(size_t(w.dim()), 1);
   per_channel[0] = -1;

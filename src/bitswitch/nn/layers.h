@@ -177,6 +177,12 @@ void init_widths_from_fp(torch::nn::Module& model);
 // forwards are unaffected.
 void set_integer_eval(torch::nn::Module& model, bool on);
 
+// A process-wide transform applied to a freshly computed activation-scale init before it is
+// stored; data-parallel training installs one that averages the init over the ranks
+// (train/distributed.h, ActInitAveraging). Empty (the default): the init is used as computed.
+using ActInitReducer = std::function<torch::Tensor(const torch::Tensor&)>;
+void set_act_init_reducer(ActInitReducer reducer);
+
 // Parameter groups of SPEC Sec. 4: conv/linear weights (with weight decay) and the rest
 // (weight/activation scales, BN, biases: no weight decay, learning rate scaled by ALRS).
 struct ParamGroups {

@@ -68,11 +68,11 @@ void save_checkpoint(const std::string& path, const CheckpointData& data) {
   write_atomically(path, [&](const std::string& tmp) { archive.save_to(tmp); });
 }
 
-Checkpoint::Checkpoint(const std::string& path) : path_(path) {
+Checkpoint::Checkpoint(const std::string& path, c10::optional<torch::Device> device) : path_(path) {
   BS_CHECK(std::filesystem::exists(path), "checkpoint '", path, "' does not exist");
   archive_ = std::make_unique<torch::serialize::InputArchive>();
   try {
-    archive_->load_from(path);
+    archive_->load_from(path, device);
   } catch (const c10::Error& e) {
     const std::string msg = e.what_without_backtrace();
     fail("checkpoint '", path, "' is corrupt or not a bitswitch checkpoint (", msg.substr(0, msg.find('\n')), ")");

@@ -36,8 +36,9 @@ void save_checkpoint(const std::string& path, const CheckpointData& data);
 
 class Checkpoint {
  public:
-  // Opens and validates `path`; errors name the file.
-  explicit Checkpoint(const std::string& path);
+  // Opens and validates `path`; errors name the file. Tensors (model, optimizer state, extras)
+  // are loaded onto `device` (default: where they were saved from), e.g. the training GPU.
+  explicit Checkpoint(const std::string& path, c10::optional<torch::Device> device = c10::nullopt);
   const nlohmann::json& meta() const { return meta_; }
   models::ModelSpec spec() const;
   const std::string& path() const { return path_; }

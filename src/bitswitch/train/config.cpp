@@ -112,6 +112,10 @@ const std::vector<std::pair<std::string, Field>>& fields() {
       BS_FIELD(threads, int, "CPU threads (0: all cores)"),
       BS_FIELD(seed, uint64_t, "random seed (weights, data order, augmentation)"),
       BS_FIELD(log_interval, double, "seconds between progress lines when not on a terminal"),
+      BS_FIELD(device, std::string, "device: cpu, cuda (cuda:LOCAL_RANK) or cuda:N (needs a CUDA LibTorch)"),
+      BS_FIELD(nproc, int, "data-parallel processes on this machine; `batch` is the global batch, split across them"),
+      BS_FIELD(dist_timeout, double, "seconds a collective or the rendezvous waits for the other ranks before failing"),
+      BS_FIELD(bucket_mb, double, "gradient all-reduce bucket size in MB (data-parallel training)"),
   };
   return f;
 }
@@ -207,6 +211,14 @@ void TrainConfig::validate() const {
   BS_CHECK(workers >= 1, "workers must be >= 1, got ", workers);
   BS_CHECK(image_size >= 16 && image_size <= 1024, "image_size must be in [16, 1024], got ", image_size);
   BS_CHECK(pretrained.empty() || init.empty(), "give either `init` (a checkpoint) or `pretrained` (FP32 weights), not both");
+  BS_CHECK(device == "cpu" || device == "cuda" ||
+               (device.rfind("cuda:", 0) == 0 && device.size() > 5 &&
+                device.find_first_not_of("0123456789", 5) == std::string::npos),
+           "device must be cpu, cuda or cuda:N, got '", device, "'");
+  BS_CHECK(nproc >= 1 && nproc <= 256, "nproc must be in [1, 256], got ", nproc);
+  BS_CHECK(dist_timeout > 0, "dist_timeout must be > 0 seconds, got ", dist_timeout);
+  BS_CHECK(bucket_mb > 0, "bucket_mb must be > 0, got ", bucket_mb);
+  BS_CHECK(batch % nproc == 0, "batch ", batch, " (the global batch) must be divisible by nproc ", nproc);
 }
 
 json load_config_file(const std::string& path) {

@@ -51,6 +51,11 @@ struct TrainConfig {
   int threads = 0;               // 0: all cores
   uint64_t seed = 1;
   double log_interval = 10.0;    // seconds between plain progress lines (non-terminal)
+  // devices and data parallelism (docs/distributed.md, docs/cuda.md)
+  std::string device = "cpu";    // cpu, cuda (= cuda:LOCAL_RANK) or cuda:N
+  int nproc = 1;                 // processes on this machine (data parallel); batch is the global batch
+  double dist_timeout = 300;     // seconds before a collective or the rendezvous gives up
+  double bucket_mb = 25;         // gradient all-reduce bucket size
 
   nlohmann::json to_json() const;
   // Reads fields from `j`; unknown fields and wrong types are errors naming `source`.

@@ -43,8 +43,12 @@ DataSources open_image_folders(const TrainConfig& c, int64_t test_batch) {
 
 }  // namespace
 
-DataSources open_data(const TrainConfig& c, int64_t test_batch) {
-  if (c.dataset == "imagefolder") return open_image_folders(c, test_batch);
+DataSources open_data(const TrainConfig& c, int64_t test_batch, int shard_rank, int shard_count) {
+  if (c.dataset == "imagefolder") {
+    BS_CHECK(shard_count == 1, "dataset imagefolder: multi-process training (nproc ", shard_count,
+             ") is not supported for image folders yet; use one process");
+    return open_image_folders(c, test_batch);
+  }
   DataSources d;
   d.memory = std::make_unique<data::DatasetPair>(data::load_dataset(c.dataset, c.data_dir));
   d.name = d.memory->train.name;
@@ -57,10 +61,14 @@ DataSources open_data(const TrainConfig& c, int64_t test_batch) {
   tr.augment = {c.augment_pad, c.hflip};
   tr.seed = c.seed;
   tr.limit = c.train_limit;
+  tr.shard_rank = shard_rank;
+  tr.shard_count = shard_count;
   d.train = std::make_unique<data::Loader>(d.memory->train, tr);
   data::LoaderOptions te;
   te.batch_size = test_batch > 0 ? test_batch : 500;
   te.limit = c.test_limit;
+  te.shard_rank = shard_rank;
+  te.shard_count = shard_count;
   d.test = std::make_unique<data::Loader>(d.memory->test, te);
   return d;
 }

@@ -22,7 +22,8 @@ struct DataSources {
 
 // Opens the dataset of `config` (dataset, data_dir, batch, limits, augmentation, seed, workers,
 // skip_corrupt, image_size). `test_batch`: evaluation batch size (0: 500 for in-memory data,
-// `batch` for image folders). Throws bitswitch::Error naming the field or the path.
-DataSources open_data(const TrainConfig& config, int64_t test_batch = 0);
+// `batch` for image folders). `shard_rank` / `shard_count`: this process's shard of every batch
+// in data-parallel training (in-memory datasets). Throws bitswitch::Error naming the field or the path.
+DataSources open_data(const TrainConfig& config, int64_t test_batch = 0, int shard_rank = 0, int shard_count = 1);
 
 }  // namespace bitswitch::train

@@ -18,7 +18,7 @@ std::string format_duration(double seconds) {
 
 Progress::Progress(std::string label, int64_t total, double interval_s, std::FILE* out)
     : label_(std::move(label)), total_(total), interval_(interval_s), out_(out),
-      tty_(::isatty(::fileno(out)) != 0), start_(std::chrono::steady_clock::now()), last_(start_) {}
+      tty_(out && ::isatty(::fileno(out)) != 0), start_(std::chrono::steady_clock::now()), last_(start_) {}
 
 double Progress::elapsed() const {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
@@ -35,6 +35,7 @@ void Progress::update(int64_t done, const std::string& status) {
 void Progress::finish(const std::string& status) { draw(total_, status, true); }
 
 void Progress::draw(int64_t done, const std::string& status, bool final) {
+  if (!out_) return;
   const double t = elapsed();
   const double rate = t > 0 ? done / t : 0.0;
   const double eta = rate > 0 ? (total_ - done) / rate : NAN;

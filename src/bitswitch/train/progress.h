@@ -10,7 +10,7 @@ namespace bitswitch::train {
 
 class Progress {
  public:
-  // `interval_s`: seconds between plain lines when `out` is not a terminal.
+  // `interval_s`: seconds between plain lines when `out` is not a terminal; `out` null: silent.
   Progress(std::string label, int64_t total, double interval_s = 10.0, std::FILE* out = stderr);
   // Marks `done` units complete; `status` is shown after the counters (e.g. the loss).
   void update(int64_t done, const std::string& status = "");

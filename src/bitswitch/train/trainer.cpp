@@ -20,6 +20,7 @@
 #include "bitswitch/train/alrs.h"
 #include "bitswitch/train/checkpoint.h"
 #include "bitswitch/train/data_sources.h"
+#include "bitswitch/train/distributed.h"
 #include "bitswitch/train/progress.h"
 #include "bitswitch/util/atomic_file.h"
 #include "bitswitch/util/error.h"
@@ -29,8 +30,9 @@ namespace bitswitch::train {
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
-int configure_threads(int threads) {
-  int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+int configure_threads(int threads, int processes) {
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int n = threads > 0 ? threads : std::max(1, cores / std::max(1, processes));
   torch::set_num_threads(n);
   return n;
 }
@@ -48,7 +50,7 @@ models::ModelSpec spec_from_config(const TrainConfig& c, int64_t in_channels, in
   return s;
 }
 
-EvalResult evaluate(models::ModelImpl& model, data::BatchSource& loader, const nn::BitConfig& bits) {
+EvalResult evaluate(models::ModelImpl& model, data::BatchSource& loader, const nn::BitConfig& bits, Distributed* dist) {
   torch::NoGradGuard ng;
   const bool was_training = model.is_training();
   model.eval();
@@ -61,14 +63,24 @@ EvalResult evaluate(models::ModelImpl& model, data::BatchSource& loader, const n
   int64_t correct = 0;
   data::Batch b;
   loader.start_epoch(0);
+  const auto device = model.parameters().empty() ? torch::Device(torch::kCPU) : model.parameters().front().device();
   while (loader.next(b)) {
-    auto logits = model.forward(b.images);
-    loss_sum += torch::nn::functional::cross_entropy(logits, b.labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)).item<double>();
-    correct += logits.argmax(1).eq(b.labels).sum().item<int64_t>();
+    const auto labels = b.labels.to(device);
+    auto logits = model.forward(b.images.to(device));
+    loss_sum += torch::nn::functional::cross_entropy(logits, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)).item<double>();
+    correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
     r.count += b.labels.size(0);
   }
   nn::set_integer_eval(model, false);
   model.train(was_training);
+  if (dist && dist->active()) {
+    // Exact sums: counts are integers well below 2^53, the loss sum is summed in float64.
+    auto t = torch::tensor({loss_sum, double(correct), double(r.count)}, torch::kFloat64);
+    dist->all_reduce_sum(t, "evaluation");
+    loss_sum = t[0].item<double>();
+    correct = static_cast<int64_t>(t[1].item<double>());
+    r.count = static_cast<int64_t>(t[2].item<double>());
+  }
   r.accuracy = r.count ? 100.0 * correct / r.count : 0;
   r.loss = r.count ? loss_sum / r.count : 0;
   return r;
@@ -113,19 +125,22 @@ class Trainer {
 
   TrainResult run() {
     cfg_.validate();
-    const int threads = configure_threads(cfg_.threads);
-    fs::create_directories(cfg_.out);
+    setup_distributed();
+    const int threads = configure_threads(cfg_.threads, dist_->options().local_world_size);
+    if (is_main()) fs::create_directories(cfg_.out);
     ckpt_path_ = (fs::path(cfg_.out) / "checkpoint.pt").string();
     metrics_path_ = (fs::path(cfg_.out) / "metrics.jsonl").string();
 
-    data_ = open_data(cfg_);
+    data_ = open_data(cfg_, 0, dist_->rank(), dist_->world_size());
     train_loader_ = std::move(data_.train);
     test_loader_ = std::move(data_.test);
     spec_ = spec_from_config(cfg_, data_.channels, data_.num_classes);
     torch::manual_seed(cfg_.seed);
     model_ = models::create_model(spec_);
+    model_->to(device_);
     model_->train();
     params_ = model_->parameters();
+    bucketer_ = std::make_unique<GradBucketer>(*dist_, params_, static_cast<int64_t>(cfg_.bucket_mb * (1 << 20)));
 
     BS_CHECK(train_loader_->num_batches() > 0, "train_limit ", cfg_.train_limit, " with batch ", cfg_.batch,
              " leaves no complete training batch");
@@ -133,13 +148,16 @@ class Trainer {
     log(fmt::format("model {} ({} parameters), data {} ({} train / {} test), bits {}, threads {}, out {}", spec_.name,
                     count_params(), data_.name, train_loader_->num_samples(), test_loader_->num_samples(),
                     nn::format_bit_list(spec_.bits), threads, cfg_.out));
+    if (dist_->active())
+      log(fmt::format("data parallel: {} processes ({}), global batch {} = {} per process, device {}",
+                      dist_->world_size(), dist_->backend(), cfg_.batch, cfg_.batch / dist_->world_size(), device_.str()));
 
     std::string phase = "fp";
     int epoch = 0;  // epochs completed in `phase`
     if (cfg_.resume) {
       std::tie(phase, epoch) = restore();
     } else {
-      std::remove(metrics_path_.c_str());
+      if (is_main()) std::remove(metrics_path_.c_str());
       if (!cfg_.init.empty()) {
         Checkpoint init(cfg_.init);
         init.load_model(*model_, /*strict=*/false);
@@ -147,14 +165,17 @@ class Trainer {
         if (from_fp) nn::init_widths_from_fp(*model_);
         log(fmt::format("initialised from {} ({} checkpoint)", cfg_.init, from_fp ? "FP32" : "multi-precision"));
         phase = "joint";
-        auto r = evaluate(*model_, *test_loader_, nn::BitConfig::fp32());
+        auto r = evaluate(*model_, *test_loader_, nn::BitConfig::fp32(), dist_.get());
         fp_baseline_ = r.accuracy;
         log(fmt::format("starting FP32 model: test accuracy {:.2f}%", r.accuracy));
       } else if (!cfg_.pretrained.empty()) {
         load_pretrained();
       }
     }
-    write_text_atomically((fs::path(cfg_.out) / "config.json").string(), cfg_.to_json().dump(2) + "\n");
+    if (is_main()) write_text_atomically((fs::path(cfg_.out) / "config.json").string(), cfg_.to_json().dump(2) + "\n");
+    // Every replica starts from rank 0's weights (identical anyway when seeded alike).
+    dist_->broadcast_module(*model_);
+    ActInitAveraging act_init_averaging(*dist_);
 
     int ran = 0;
     auto budget_left = [&] { return cfg_.stop_after == 0 || ran < cfg_.stop_after; };
@@ -191,6 +212,8 @@ class Trainer {
     result.seconds = seconds_;
     result.accuracy = last_accuracy_;
     result.checkpoint = ckpt_path_;
+    result.main_process = is_main();
+    if (!is_main()) return result;
     if (result.finished) {
       // The FP32 reference is the model the joint phase started from; the FP path of the
       // jointly trained weights (with pre-training BN statistics) is kept in metrics.jsonl.
@@ -208,7 +231,50 @@ class Trainer {
   }
 
  private:
-  void log(const std::string& s) { fmt::print(stderr, "[bitswitch] {}\n", s); }
+  void log(const std::string& s) {
+    if (is_main()) fmt::print(stderr, "[bitswitch] {}\n", s);
+  }
+
+  // ---- data parallelism (train/distributed.h); one process: every call below is a no-op ----
+  bool is_main() const { return !dist_ || dist_->is_main(); }
+  std::FILE* progress_out() const { return is_main() ? stderr : nullptr; }
+
+  void setup_distributed() {
+    auto opt = dist_options_from_env(cfg_.dist_timeout, cfg_.device);
+    device_ = resolve_device(cfg_.device, opt.local_rank);
+    BS_CHECK(cfg_.batch % opt.world_size == 0, "batch ", cfg_.batch, " (the global batch) must be divisible by the ",
+             opt.world_size, " processes");
+    dist_ = std::make_unique<Distributed>(opt);
+  }
+
+  // backward() with gradients averaged over the ranks, all-reduced in buckets as they are ready.
+  void backward(const torch::Tensor& loss) {
+    bucketer_->prepare(loss);
+    loss.backward();
+    bucketer_->finish();
+  }
+
+  // Called before each epoch's evaluation: one set of BN statistics for all replicas (each rank's
+  // BN normalised with its local batch, as in plain DDP), the train losses averaged over ranks,
+  // and a check that the replicas still hold identical weights.
+  void sync_epoch_end(const std::string& phase, int epoch) {
+    if (!dist_->active()) return;
+    dist_->average_buffers(*model_);
+    for (auto& [k, v] : epoch_train_loss_.items()) {
+      auto t = torch::tensor({v.get<double>()}, torch::kFloat64);
+      dist_->all_reduce_sum(t, "train loss");
+      v = t.item<double>() / dist_->world_size();
+    }
+    dist_->check_replicas_equal(*model_, fmt::format("after {} epoch {}", phase, epoch));
+  }
+
+  json comm_metrics(int64_t steps_in_epoch, double epoch_seconds) {
+    json m{{"world_size", dist_->world_size()},
+           {"train_images_per_s", epoch_seconds > 0 ? double(steps_in_epoch) * cfg_.batch / epoch_seconds : 0.0},
+           {"allreduce_wait_ms_per_step", bucketer_->steps() ? 1000.0 * bucketer_->wait_seconds() / bucketer_->steps() : 0.0}};
+    bucketer_->reset_timing();
+    return m;
+  }
 
   void print_table(const json& acc) {
     const double fp = acc.value("fp32", 0.0);
@@ -250,7 +316,7 @@ class Trainer {
     model_->train();
     train_loader_->start_epoch(epoch);
     Progress bar(fmt::format("fp32 epoch {}/{}", epoch + 1, cfg_.fp_epochs), train_loader_->num_batches(),
-                 cfg_.log_interval);
+                 cfg_.log_interval, progress_out());
     data::Batch b;
     int64_t i = 0;
     double loss_sum = 0;
@@ -259,16 +325,18 @@ class Trainer {
       const double lr = phase_lr(true, epoch, i);
       set_lrs(lr, lr);
       clear_grads(params_);
-      auto loss = torch::cross_entropy_loss(model_->forward(b.images), b.labels);
-      loss.backward();
+      auto loss = torch::cross_entropy_loss(model_->forward(b.images.to(device_)), b.labels.to(device_));
+      backward(loss);
       optimizer_->step();
       loss_sum += loss.item<double>();
       ++i;
       bar.update(i, fmt::format("loss {:.4f} lr {:.4g}", loss_sum / i, lr));
     }
     bar.finish(fmt::format("loss {:.4f}", loss_sum / std::max<int64_t>(i, 1)));
-    seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    seconds_ += secs;
     epoch_train_loss_ = json{{"fp32", loss_sum / std::max<int64_t>(i, 1)}};
+    epoch_comm_ = comm_metrics(i, secs);
   }
 
   void train_epoch_joint(int epoch) {
@@ -280,10 +348,10 @@ class Trainer {
     const double alpha = 0.7 * double(epoch + 1) / double(std::max(cfg_.epochs, 1));
     const int64_t n_train = train_loader_->num_samples();
     torch::Tensor kd_next;
-    if (cfg_.kd) kd_next = torch::zeros({n_train, spec_.num_classes});
+    if (cfg_.kd) kd_next = torch::zeros({n_train, spec_.num_classes}, device_);
 
     Progress bar(fmt::format("joint epoch {}/{}", epoch + 1, cfg_.epochs), train_loader_->num_batches(),
-                 cfg_.log_interval);
+                 cfg_.log_interval, progress_out());
     std::vector<double> loss_sum(bits.size(), 0.0);
     data::Batch b;
     int64_t i = 0;
@@ -296,6 +364,9 @@ class Trainer {
     const auto t0 = std::chrono::steady_clock::now();
     while (train_loader_->next(b)) {
       const double lr = phase_lr(false, epoch, i);
+      b.images = b.images.to(device_);
+      b.labels = b.labels.to(device_);
+      b.indices = b.indices.to(device_);
       torch::Tensor onehot, teacher;
       if (cfg_.kd) onehot = torch::one_hot(b.labels, spec_.num_classes).to(torch::kFloat32);
       if (summed) {
@@ -339,31 +410,43 @@ class Trainer {
             if (before[j].defined()) g.sub_(before[j]).mul_(eta).add_(before[j]);
             else g.mul_(eta);
           }
-        } else {
+        } else if (summed) {
           loss.backward();
+        } else {
+          backward(loss);
         }
         if (!summed) optimizer_->step();
         loss_sum[k] += loss.item<double>();
       }
-      if (summed) optimizer_->step();
+      if (summed) {
+        bucketer_->reduce_grads();
+        optimizer_->step();
+      }
       ++i;
       bar.update(i, loss_status() + fmt::format("lr {:.3g}", lr));
     }
     bar.finish(loss_status());
-    seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    seconds_ += secs;
     epoch_train_loss_ = json::object();
     for (size_t k = 0; k < bits.size(); ++k)
       epoch_train_loss_[nn::width_label(bits[k])] = loss_sum[k] / std::max<int64_t>(i, 1);
-    if (cfg_.kd) kd_prev_ = kd_next;
+    epoch_comm_ = comm_metrics(i, secs);
+    if (cfg_.kd) {
+      // Each rank filled the rows of its own samples; the next epoch's shards differ.
+      dist_->all_reduce_sum(kd_next, "distillation targets");
+      kd_prev_ = kd_next;
+    }
   }
 
   void end_epoch(const std::string& phase, int epoch) {
+    sync_epoch_end(phase, epoch);
     json acc = json::object(), loss = json::object();
     std::vector<int> widths{nn::kFloatBits};
     if (phase == "joint") widths.insert(widths.end(), spec_.bits.begin(), spec_.bits.end());
     std::string line;
     for (int w : widths) {
-      auto r = evaluate(*model_, *test_loader_, nn::BitConfig::uniform(w));
+      auto r = evaluate(*model_, *test_loader_, nn::BitConfig::uniform(w), dist_.get());
       acc[nn::width_label(w)] = r.accuracy;
       loss[nn::width_label(w)] = r.loss;
       line += fmt::format(" {} {:.2f}%", nn::width_label(w), r.accuracy);
@@ -372,12 +455,14 @@ class Trainer {
     log(fmt::format("{} epoch {} test accuracy:{}", phase, epoch, line));
     json m{{"phase", phase}, {"epoch", epoch}, {"train_loss", epoch_train_loss_}, {"test_accuracy", acc},
            {"test_loss", loss}, {"seconds", seconds_}};
+    m.update(epoch_comm_);
+    ++metrics_lines_;
+    if (!is_main()) return;
     {
       std::ofstream out(metrics_path_, std::ios::app);
       BS_CHECK(out, "cannot append to '", metrics_path_, "'");
       out << m.dump() << "\n";
     }
-    ++metrics_lines_;
     save(phase, epoch);
   }
 
@@ -397,6 +482,7 @@ class Trainer {
   }
 
   void save_fp32() {
+    if (!is_main()) return;
     CheckpointData d;
     d.meta = meta("fp", cfg_.fp_epochs);
     d.model = model_.get();
@@ -415,7 +501,7 @@ class Trainer {
   }
 
   std::pair<std::string, int> restore() {
-    Checkpoint ck(ckpt_path_);
+    Checkpoint ck(ckpt_path_, device_);
     const auto stored = ck.spec();
     BS_CHECK(spec_to_json(stored) == spec_to_json(spec_), "checkpoint '", ckpt_path_,
              "' was written for model spec ", spec_to_json(stored).dump(), ", this run builds ", spec_to_json(spec_).dump());
@@ -436,7 +522,7 @@ class Trainer {
     }
     std::string text;
     for (const auto& l : lines) text += l + "\n";
-    write_text_atomically(metrics_path_, text);
+    if (is_main()) write_text_atomically(metrics_path_, text);
     if (phase == "fp" && epoch >= cfg_.fp_epochs) {
       // The FP phase had just ended: the joint phase starts fresh.
       return {"fp", epoch};
@@ -448,6 +534,10 @@ class Trainer {
   }
 
   TrainConfig cfg_;
+  std::unique_ptr<Distributed> dist_;
+  std::unique_ptr<GradBucketer> bucketer_;
+  torch::Device device_{torch::kCPU};
+  json epoch_comm_ = json::object();
   DataSources data_;
   models::ModelSpec spec_;
   models::Model model_;

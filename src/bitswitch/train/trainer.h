@@ -11,21 +11,27 @@
 
 namespace bitswitch::train {
 
+class Distributed;
+
 struct EvalResult {
   double accuracy = 0;  // top-1, percent
   double loss = 0;      // mean cross-entropy
   int64_t count = 0;
 };
 
-// Evaluates `model` at `bits` on every batch of `loader` (eval mode, no grad). Quantized
-// configurations use integer-exact evaluation: the result is the deployed integer model's.
-EvalResult evaluate(models::ModelImpl& model, data::BatchSource& loader, const nn::BitConfig& bits);
+// Evaluates `model` at `bits` on every batch of `loader` (eval mode, no grad), on the model's
+// device. Quantized configurations use integer-exact evaluation: the result is the deployed
+// integer model's. With `dist`, each rank evaluates its shard (a sharded loader) and the counts
+// are summed.
+EvalResult evaluate(models::ModelImpl& model, data::BatchSource& loader, const nn::BitConfig& bits,
+                    Distributed* dist = nullptr);
 
 struct TrainResult {
   nlohmann::json accuracy;  // {"fp32": .., "w8": .., ...} from the last evaluation
   double seconds = 0;       // training time over all invocations of the run
   bool finished = false;    // false when stopped early by `stop_after`
   std::string checkpoint;
+  bool main_process = true;  // false on data-parallel ranks other than 0 (they write nothing)
 };
 
 // Runs the whole job described by `config` and writes the run directory:
@@ -35,7 +41,8 @@ TrainResult run_training(TrainConfig config);
 // The model spec a config describes on a dataset with `in_channels` and `num_classes`.
 models::ModelSpec spec_from_config(const TrainConfig& config, int64_t in_channels, int64_t num_classes);
 
-// Sets torch's thread count: `threads` or, when 0, all hardware threads. Returns the count.
-int configure_threads(int threads);
+// Sets torch's thread count: `threads` or, when 0, all hardware threads shared by `processes`
+// processes on this machine. Returns the count.
+int configure_threads(int threads, int processes = 1);
 
 }  // namespace bitswitch::train

@@ -1,0 +1,37 @@
+// Integer GEMM for convolutions with few output channels (the shape of small CNN layers:
+// N = 16..512 output channels, K = kh*kw*C_in <= a few thousand, M = many output pixels),
+// C[m][n] = sum_k A[m][k] * B[n][k], u8 x s8 -> s32, exact.
+//
+// The weights are re-arranged once into "VNNI panels": 16 output channels x 4 consecutive k per
+// 64-byte vector, [ceil(N/16)][K/4][16][4]. The AVX-512 VNNI kernel keeps an MR x NB block of
+// accumulators (MR output pixels x NB*16 channels), and for every 4 k broadcasts one 32-bit
+// group of each A row and multiplies it with NB panel vectors (vpdpbusd): no horizontal
+// reductions, and each accumulator row is 16 channels of one output pixel, ready for a
+// per-channel epilogue. Packed low-bit weights are unpacked into panels per GEMM call
+// (qgemm_panels_from_packed), once per call for all M rows, so the weight bytes read from
+// memory fall with the width.
+//
+// Requires K % 4 == 0 (im2col rows of C_in % 4 == 0 channels); callers check
+// qgemm_panels_usable() and otherwise use qgemm.h. The scalar reference is qgemm_u8s8_s32_ref.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace bitswitch::deploy {
+
+// Whether this CPU runs the panel kernel and the shape fits it.
+bool qgemm_panels_supported();
+bool qgemm_panels_usable(int N, int K);
+
+// Bytes of the panels of an N x K weight matrix.
+size_t qgemm_panels_bytes(int N, int K);
+// N x K int8 rows -> panels (out: qgemm_panels_bytes bytes; channels beyond N are zero).
+void qgemm_panels_from_rows(const int8_t* B, int N, int K, int8_t* out);
+// Packed `bits`-bit rows (packing.h layout, row r at r * ceil(K*bits/8)) -> panels.
+void qgemm_panels_from_packed(const uint8_t* B_packed, int bits, int N, int K, int8_t* out);
+
+// C (M x N, row stride N) = A (M x K, row stride lda >= K) x B^T, B given as panels.
+void qgemm_u8_panels_s32(int M, int N, int K, const uint8_t* A, int lda, const int8_t* panels, int32_t* C);
+
+}  // namespace bitswitch::deploy

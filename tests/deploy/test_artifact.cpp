@@ -1,0 +1,330 @@
+// The deployment artifact and the integer runtime without LibTorch: round trips, integer
+// switching, every class of bad artifact, and the runtime's GEMM paths against the scalar one.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <filesystem>
+#include <random>
+
+#include "bitswitch/deploy/artifact.h"
+#include "bitswitch/deploy/packing.h"
+#include "bitswitch/deploy/runtime.h"
+#include "bitswitch/util/error.h"
+#include "deploy_test_util.h"
+
+namespace fs = std::filesystem;
+using namespace bitswitch;
+using namespace bitswitch::deploy;
+
+namespace {
+
+std::string tmp_path(const std::string& name) {
+  const fs::path dir = fs::path(BITSWITCH_DEPLOY_TEST_TMP) / ("art_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  return (dir / name).string();
+}
+
+LayerRecord layer(const std::string& name, LayerKind kind, int64_t in, int64_t out, int64_t k, int64_t stride,
+                  bool quantized, const std::vector<int>& bits, std::mt19937& rng) {
+  LayerRecord l;
+  l.name = name;
+  l.kind = kind;
+  l.in = in, l.out = out, l.kernel = k, l.stride = stride, l.padding = k / 2;
+  const size_t n = size_t(out * in * k * k);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  if (!quantized) {
+    l.weight.resize(n);
+    for (auto& v : l.weight) v = 0.2f * normal(rng);
+    return l;
+  }
+  l.quantized = l.switchable = l.quantize_input = true;
+  l.bits = bits.front();
+  const int lo = quant::signed_qmin(l.bits), hi = quant::signed_qmax(l.bits);
+  std::uniform_int_distribution<int> code(lo, hi);
+  l.codes.resize(n);
+  for (auto& c : l.codes) c = int8_t(code(rng));
+  std::uniform_real_distribution<float> scale(0.5f, 2.0f);
+  for (int64_t c = 0; c < out; ++c) l.scale.push_back(scale(rng) / float(out * in * k * k) / 4);
+  for (int b : bits) l.act_scale[b] = scale(rng) * 4.0f / float(quant::unsigned_qmax(b));
+  return l;
+}
+
+BnRecord bn(const std::string& name, const LayerRecord& src, const std::vector<std::string>& keys, std::mt19937& rng) {
+  BnRecord b;
+  b.name = name;
+  b.source = src.name;
+  b.channels = src.out;
+  std::uniform_real_distribution<float> u(0.5f, 1.5f);
+  for (const auto& k : keys) {
+    BnParams p;
+    for (int64_t c = 0; c < b.channels; ++c) {
+      p.weight.push_back(u(rng));
+      p.bias.push_back(u(rng) - 1.0f);
+      p.mean.push_back(u(rng) - 1.0f);
+      p.var.push_back(u(rng));
+    }
+    b.by_key[k] = p;
+  }
+  return b;
+}
+
+std::vector<std::string> width_keys(const std::vector<int>& bits) {
+  std::vector<std::string> k;
+  for (int b : bits) k.push_back(std::to_string(b));
+  return k;
+}
+
+// A random master artifact with ResNet-20's wiring (one block per stage) or smallcnn's.
+Artifact random_master(const std::string& arch, const std::vector<int>& bits, uint32_t seed) {
+  std::mt19937 rng(seed);
+  Artifact a;
+  a.arch = arch;
+  a.spec = {{"name", arch}};
+  a.in_channels = 1;
+  a.num_classes = 10;
+  a.bits = bits;
+  a.high_bits = bits.front();
+  const auto keys = width_keys(bits);
+  if (arch == "smallcnn") {
+    a.layers.push_back(layer("conv1", LayerKind::kConv, 1, 8, 3, 1, false, bits, rng));
+    a.layers.push_back(layer("conv2", LayerKind::kConv, 8, 16, 3, 1, true, bits, rng));
+    a.layers.push_back(layer("conv3", LayerKind::kConv, 16, 24, 3, 1, true, bits, rng));
+    a.layers.push_back(layer("fc", LayerKind::kLinear, 24, 10, 1, 1, false, bits, rng));
+    a.bns.push_back(bn("bn1", a.layers[0], {"fp"}, rng));
+    a.bns.push_back(bn("bn2", a.layers[1], keys, rng));
+    a.bns.push_back(bn("bn3", a.layers[2], keys, rng));
+  } else {
+    a.layers.push_back(layer("stem", LayerKind::kConv, 1, 16, 3, 1, false, bits, rng));
+    a.bns.push_back(bn("stem_bn", a.layers.back(), {"fp"}, rng));
+    int64_t in = 16;
+    const int64_t widths[3] = {16, 32, 64};
+    for (int s = 0; s < 3; ++s) {
+      const std::string p = "blocks." + std::to_string(s) + ".";
+      const int64_t stride = s ? 2 : 1;
+      a.layers.push_back(layer(p + "conv1", LayerKind::kConv, in, widths[s], 3, stride, true, bits, rng));
+      a.bns.push_back(bn(p + "bn1", a.layers.back(), keys, rng));
+      a.layers.push_back(layer(p + "conv2", LayerKind::kConv, widths[s], widths[s], 3, 1, true, bits, rng));
+      a.bns.push_back(bn(p + "bn2", a.layers.back(), keys, rng));
+      if (s) {
+        a.layers.push_back(layer(p + "down_conv", LayerKind::kConv, in, widths[s], 1, stride, true, bits, rng));
+        a.layers.back().padding = 0;
+        a.bns.push_back(bn(p + "down_bn", a.layers.back(), keys, rng));
+      }
+      in = widths[s];
+    }
+    a.layers.push_back(layer("fc", LayerKind::kLinear, 64, 10, 1, 1, false, bits, rng));
+    a.layers.back().padding = 0;
+    a.layers.back().bias.assign(10, 0.1f);
+  }
+  return a;
+}
+
+// The artifact image with `edit` applied to its tensors and metadata, parsed back.
+Artifact reparse(const Artifact& a, const std::function<void(std::vector<TensorToWrite>&, std::map<std::string, std::string>&)>& edit) {
+  std::map<std::string, std::string> meta;
+  auto tensors = artifact_tensors(a, &meta);
+  edit(tensors, meta);
+  const auto bytes = serialize_safetensors(tensors, meta);
+  return artifact_from_safetensors(parse_safetensors(bytes.data(), bytes.size(), "bad.safetensors"));
+}
+
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TensorToWrite& find(std::vector<TensorToWrite>& ts, const std::string& name) {
+  for (auto& t : ts)
+    if (t.name == name) return t;
+  throw std::runtime_error("no tensor " + name);
+}
+
+std::vector<float> random_images(int n, int h, int w, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(size_t(n) * h * w);
+  for (auto& v : x) v = normal(rng);
+  return x;
+}
+
+}  // namespace
+
+TEST(Artifact, WriteReadRoundTrip) {
+  for (const std::string arch : {"resnet20", "smallcnn"}) {
+    const Artifact a = random_master(arch, {8, 6, 4, 2}, 1);
+    const auto path = tmp_path(arch + ".safetensors");
+    write_artifact(path, a);
+    const Artifact b = read_artifact(path);
+    EXPECT_EQ(b.arch, arch);
+    EXPECT_TRUE(b.master);
+    EXPECT_EQ(b.bits, a.bits);
+    ASSERT_EQ(b.layers.size(), a.layers.size());
+    for (size_t i = 0; i < a.layers.size(); ++i) {
+      EXPECT_EQ(b.layers[i].name, a.layers[i].name);
+      EXPECT_EQ(b.layers[i].codes, a.layers[i].codes);
+      EXPECT_EQ(b.layers[i].scale, a.layers[i].scale);
+      EXPECT_EQ(b.layers[i].act_scale, a.layers[i].act_scale);
+      EXPECT_EQ(b.layers[i].weight, a.layers[i].weight);
+      EXPECT_EQ(b.layers[i].bias, a.layers[i].bias);
+      EXPECT_EQ(b.layers[i].stride, a.layers[i].stride);
+    }
+    ASSERT_EQ(b.bns.size(), a.bns.size());
+    for (size_t i = 0; i < a.bns.size(); ++i) {
+      EXPECT_EQ(b.bns[i].source, a.bns[i].source);
+      ASSERT_EQ(b.bns[i].by_key.size(), a.bns[i].by_key.size());
+      for (const auto& [k, p] : a.bns[i].by_key) EXPECT_EQ(b.bns[i].by_key.at(k).var, p.var);
+    }
+  }
+}
+
+TEST(Artifact, SwitchingDerivesCodesWithTheIntegerRoundingAndPacks) {
+  const Artifact m = random_master("resnet20", {8, 6, 4, 2}, 2);
+  size_t last_size = SIZE_MAX;
+  for (int b : {8, 6, 4, 2}) {
+    const Artifact s = switch_uniform(m, b, 2);
+    EXPECT_FALSE(s.master);
+    EXPECT_EQ(s.label(), "w" + std::to_string(b));
+    for (size_t i = 0; i < m.layers.size(); ++i) {
+      const auto &ml = m.layers[i], &sl = s.layers[i];
+      if (!ml.switchable) continue;
+      EXPECT_EQ(sl.bits, b);
+      for (size_t j = 0; j < ml.codes.size(); ++j)
+        ASSERT_EQ(sl.codes[j], quant::derive_code(ml.codes[j], 8, b, quant::SecondRounding::kHalfUp));
+      for (size_t c = 0; c < ml.scale.size(); ++c) EXPECT_EQ(sl.scale[c], ml.scale[c] * float(1 << (8 - b)));
+      EXPECT_EQ(sl.act_scale.size(), 1u);
+      EXPECT_EQ(sl.act_scale.at(b), ml.act_scale.at(b));
+    }
+    for (const auto& bnr : s.bns) EXPECT_EQ(bnr.by_key.size(), 1u);
+    const auto path = tmp_path("w" + std::to_string(b) + ".safetensors");
+    write_artifact(path, s);
+    const size_t size = fs::file_size(path);
+    EXPECT_LT(size, last_size) << "width " << b;
+    last_size = size;
+    // Packed codes survive the file round trip.
+    const Artifact r = read_artifact(path);
+    for (size_t i = 0; i < s.layers.size(); ++i) EXPECT_EQ(r.layers[i].codes, s.layers[i].codes);
+    const auto st = read_safetensors(path);
+    EXPECT_EQ(st.contains("blocks.0.conv1.weight_packed"), b < 8);
+  }
+}
+
+TEST(Artifact, PerLayerSwitchAndItsErrors) {
+  const Artifact m = random_master("resnet20", {8, 6, 4, 2}, 3);
+  auto widths = switch_uniform(m, 4).layer_bits();
+  widths["blocks.1.conv2"] = 2;
+  widths["blocks.2.down_conv"] = 8;
+  const Artifact s = switch_widths(m, widths);
+  EXPECT_EQ(s.label(), "mixed");
+  EXPECT_EQ(s.layer("blocks.1.conv2").bits, 2);
+  EXPECT_EQ(s.bn("blocks.1.bn2").by_key.count("2"), 1u);
+  EXPECT_CONTAINS(error_of([&] { switch_widths(s, widths); }), "needs a master artifact");
+  auto bad = widths;
+  bad["blocks.9.conv1"] = 4;
+  EXPECT_CONTAINS(error_of([&] { switch_widths(m, bad); }), "'blocks.9.conv1', which is not a switchable layer");
+  bad = widths;
+  bad["blocks.0.conv1"] = 3;
+  EXPECT_CONTAINS(error_of([&] { switch_widths(m, bad); }), "width 3 is not in the bit list 8,6,4,2");
+  bad = widths;
+  bad.erase("blocks.0.conv1");
+  EXPECT_CONTAINS(error_of([&] { switch_widths(m, bad); }), "do not name switchable layer 'blocks.0.conv1'");
+  EXPECT_CONTAINS(error_of([&] { switch_uniform(m, 5); }), "width 5 is not in the artifact's bit list");
+}
+
+TEST(Artifact, RejectsEveryClassOfBadArtifact) {
+  const Artifact m = random_master("smallcnn", {8, 4, 2}, 4);
+  using Ts = std::vector<TensorToWrite>;
+  using Meta = std::map<std::string, std::string>;
+  auto expect = [&](const std::string& want, std::function<void(Ts&, Meta&)> edit, const Artifact& a) {
+    EXPECT_CONTAINS(error_of([&] { reparse(a, edit); }), want);
+  };
+  expect("bad.safetensors: not a bitswitch artifact", [](Ts&, Meta& md) { md["format"] = "other"; }, m);
+  expect("artifact version 7 is not supported", [](Ts&, Meta& md) { md["version"] = "7"; }, m);
+  expect("metadata 'version': 'x' is not an integer", [](Ts&, Meta& md) { md["version"] = "x"; }, m);
+  expect("metadata 'layers' is not valid JSON", [](Ts&, Meta& md) { md["layers"] = "[{"; }, m);
+  expect("layer 'conv2': missing field 'stride'", [](Ts&, Meta& md) {
+    auto j = nlohmann::json::parse(md["layers"]);
+    j[1].erase("stride");
+    md["layers"] = j.dump();
+  }, m);
+  expect("metadata 'bits': width 9 is outside [2, 8]", [](Ts&, Meta& md) { md["bits"] = "9,4"; }, m);
+  expect("tensor 'conv2.weight_codes' element 3 = 100 is outside the 4-bit range [-8, 7]", [](Ts&, Meta&) {}, [&] {
+    Artifact a = random_master("smallcnn", {4, 2}, 8);
+    a.layers[1].codes[3] = 100;
+    return a;
+  }());
+  expect("no tensor named 'conv3.weight_scale'", [](Ts& ts, Meta&) {
+    ts.erase(std::remove_if(ts.begin(), ts.end(), [](const TensorToWrite& t) { return t.name == "conv3.weight_scale"; }), ts.end());
+  }, m);
+  expect("unexpected tensor 'extra'", [](Ts& ts, Meta&) {
+    float v = 1;
+    ts.push_back(make_tensor("extra", "F32", {1}, &v, 4));
+  }, m);
+  expect("tensor 'conv2.weight_scale' element 2 is zero", [](Ts& ts, Meta&) {
+    auto& t = find(ts, "conv2.weight_scale");
+    std::fill(t.bytes.begin() + 8, t.bytes.begin() + 12, 0);
+  }, m);
+  expect("tensor 'conv2.act_scale_4' element 0 is not finite", [](Ts& ts, Meta&) {
+    auto& t = find(ts, "conv2.act_scale_4");
+    const float nan = std::nanf("");
+    std::memcpy(t.bytes.data(), &nan, 4);
+  }, m);
+  expect("'bn2.8.running_var' element 0 is negative", [](Ts& ts, Meta&) {
+    auto& t = find(ts, "bn2.8.running_var");
+    const float neg = -1;
+    std::memcpy(t.bytes.data(), &neg, 4);
+  }, m);
+  expect("BatchNorm 'bn2': source layer 'nope' is not in the artifact", [](Ts&, Meta& md) {
+    auto j = nlohmann::json::parse(md["bns"]);
+    j[1]["source"] = "nope";
+    md["bns"] = j.dump();
+  }, m);
+  expect("'conv2.weight_codes' has dtype", [](Ts& ts, Meta&) { find(ts, "conv2.weight_codes").dtype = "U8"; }, m);
+  // A switched artifact must carry the BN its widths select.
+  const Artifact s = switch_uniform(m, 4);
+  expect("BatchNorm 'bn2' has no parameters for key '4'", [](Ts&, Meta& md) {
+    auto j = nlohmann::json::parse(md["bns"]);
+    j[1]["keys"] = {"2"};
+    md["bns"] = j.dump();
+  }, [&] {
+    Artifact a = s;
+    a.bns[1].by_key = {{"2", a.bns[1].by_key.begin()->second}};
+    return a;
+  }());
+}
+
+TEST(Runtime, GemmPathsAgreeBitForBitOnEveryWidth) {
+  for (const std::string arch : {"resnet20", "smallcnn"}) {
+    const Artifact m = random_master(arch, {8, 6, 4, 3, 2}, 5);
+    const auto x = random_images(7, 28, 28, 6);
+    for (int b : {8, 6, 4, 3, 2}) {
+      const Artifact s = switch_uniform(m, b);
+      RuntimeOptions ro;
+      ro.threads = 1;
+      ro.isa = QgemmIsa::kScalar;
+      const auto ref = Runtime(s, ro).forward(x.data(), 7, 28, 28);
+      for (bool many_threads : {false, true}) {
+        RuntimeOptions o;
+        o.threads = many_threads ? 2 : 1;
+        o.tile = many_threads ? 3 : 4;
+        const auto got = Runtime(s, o).forward(x.data(), 7, 28, 28);
+        ASSERT_EQ(got, ref) << arch << " w" << b << " threads " << o.threads;
+      }
+      // Logits are not all equal: the network computes something.
+      EXPECT_NE(*std::max_element(ref.begin(), ref.end()), *std::min_element(ref.begin(), ref.end()));
+    }
+  }
+}
+
+TEST(Runtime, RejectsUnsupportedArchitectures) {
+  Artifact m = random_master("smallcnn", {8, 4}, 7);
+  m.arch = "resnet18";
+  EXPECT_CONTAINS(error_of([&] { Runtime r(switch_uniform(m, 4)); }), "supports resnet20 and smallcnn");
+}
