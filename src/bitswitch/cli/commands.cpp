@@ -16,6 +16,7 @@ int run(int argc, char** argv) {
   app.set_version_flag("--version", "bitswitch 0.1.0");
   CommandTable table;
   add_train_commands(app, table);
+  add_mixed_commands(app, table);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -24,6 +24,8 @@ class CommandTable {
 
 // train, eval (train_commands.cpp).
 void add_train_commands(CLI::App& app, CommandTable& table);
+// hessian, search, report (mixed_commands.cpp).
+void add_mixed_commands(CLI::App& app, CommandTable& table);
 
 int run(int argc, char** argv);
 
