@@ -453,16 +453,10 @@ TEST(Search, SweepEvaluatesCandidatesAndWritesLayerBits) {
 
 TEST(Hasb, TrainingSwitchesLayersAndTrainsTransitionalBns) {
   const auto dir = bitswitch::testing::temp_dir("hasb");
-  train::TrainConfig c;
-  c.model = "smallcnn";
-  c.fp_epochs = 1;
+  auto c = bitswitch::testing::tiny_config(dir + "/mp");
   c.epochs = 1;
-  c.batch = 64;
   c.train_limit = 128;
   c.test_limit = 64;
-  c.threads = 2;
-  c.log_interval = 1000;
-  c.out = dir + "/mp";
   train::run_training(c);
 
   // Traces of the multi-precision model on 64 images.

@@ -36,7 +36,8 @@ struct LoadedModel {
   data::DatasetPair data;
 };
 
-LoadedModel load_model_and_data(const std::string& checkpoint, const std::string& data_dir) {
+LoadedModel load_model_and_data(const std::string& checkpoint, const std::string& data_dir, int threads) {
+  train::configure_threads(threads);
   train::Checkpoint ck(checkpoint);
   LoadedModel m;
   const auto spec = ck.spec();
@@ -49,6 +50,14 @@ LoadedModel load_model_and_data(const std::string& checkpoint, const std::string
            checkpoint, "' expects ", spec.in_channels, " channels and ", spec.num_classes, " classes; dataset ", dataset,
            " has ", m.data.test.channels(), " and ", m.data.test.num_classes);
   return m;
+}
+
+// The first `limit` images of `ds` (0: all) in order, without augmentation.
+data::Loader plain_loader(const data::Dataset& ds, int64_t batch, int64_t limit) {
+  data::LoaderOptions lo;
+  lo.batch_size = batch;
+  lo.limit = limit;
+  return data::Loader(ds, lo);
 }
 
 void ensure_parent(const std::string& path) {
@@ -80,12 +89,8 @@ struct HessianCommand {
   }
 
   int run() {
-    train::configure_threads(threads);
-    auto m = load_model_and_data(checkpoint, data_dir);
-    data::LoaderOptions lo;
-    lo.batch_size = batch;
-    lo.limit = images;
-    data::Loader loader(m.data.train, lo);
+    auto m = load_model_and_data(checkpoint, data_dir, threads);
+    auto loader = plain_loader(m.data.train, batch, images);
     opt.on_probe = [&](int k, double total) {
       log(fmt::format("probe {}/{}: running mean of the total trace {:.6g}", k, opt.max_probes, total));
     };
@@ -147,12 +152,8 @@ struct SearchCommand {
     o.seed = seed;
     o.pick = pick;
     const auto tr = mixed::read_traces(traces);
-    train::configure_threads(threads);
-    auto m = load_model_and_data(checkpoint, data_dir);
-    data::LoaderOptions lo;
-    lo.batch_size = batch;
-    lo.limit = test_limit;
-    data::Loader test(m.data.test, lo);
+    auto m = load_model_and_data(checkpoint, data_dir, threads);
+    auto test = plain_loader(m.data.test, batch, test_limit);
     data::Batch sample;
     test.start_epoch(0);
     BS_CHECK(test.next(sample), "search: no test images");

@@ -11,14 +11,7 @@
 #include "bitswitch/mixed/hessian.h"
 #include "bitswitch/mixed/ilp.h"
 
-namespace bitswitch::data {
-class Loader;
-}
-namespace bitswitch::models {
-class ModelImpl;
-}
-
-namespace bitswitch::mixed {
+namespace bitswitch::mixed {  // (data::Loader and models::ModelImpl are declared in hessian.h)
 
 // One budget swept over [from, to] in `steps` evenly spaced values (SPEC Sec. 6.4).
 struct Sweep {
