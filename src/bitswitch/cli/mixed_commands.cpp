@@ -84,6 +84,8 @@ struct HessianCommand {
     app.add_option("--tolerance", opt.tolerance, "stop when the total trace's running mean changes by less (relative)")
         ->check(CLI::NonNegativeNumber)->capture_default_str();
     app.add_option("--seed", opt.seed, "seed of the Rademacher probes")->capture_default_str();
+    app.add_flag("--per-layer", opt.per_block,
+                 "probe each layer on its own: no cross-layer noise, one Hessian-vector product per layer and probe");
     app.add_option("--data-dir", data_dir, "dataset directory (default: the one the run used)");
     app.add_option("--threads", threads, "CPU threads (0: all cores)");
   }

@@ -49,12 +49,25 @@ HutchinsonResult hutchinson(const std::vector<torch::Tensor>& params, int64_t nu
     std::vector<torch::Tensor> v;
     for (const auto& p : params)
       v.push_back(torch::randint(0, 2, p.sizes(), gen, p.options()).mul_(2).sub_(1));  // Rademacher
-    std::vector<torch::Tensor> hv(P);
-    for (int64_t b = 0; b < num_batches; ++b) {
-      auto part = hessian_vector_product(batch_loss(b), params, v);
-      for (size_t i = 0; i < P; ++i) hv[i] = hv[i].defined() ? hv[i] + part[i] : part[i];
+    // (H v) summed over the batches, for the probe `u` (v, or v restricted to one block).
+    auto hvp = [&](const std::vector<torch::Tensor>& u) {
+      std::vector<torch::Tensor> hv(P);
+      for (int64_t b = 0; b < num_batches; ++b) {
+        auto part = hessian_vector_product(batch_loss(b), params, u);
+        for (size_t i = 0; i < P; ++i) hv[i] = hv[i].defined() ? hv[i] + part[i] : part[i];
+      }
+      return hv;
+    };
+    if (o.per_block) {
+      for (size_t i = 0; i < P; ++i) {
+        std::vector<torch::Tensor> u;
+        for (size_t j = 0; j < P; ++j) u.push_back(j == i ? v[j] : torch::zeros_like(v[j]));
+        samples[i].push_back((v[i] * hvp(u)[i]).sum().item<double>());
+      }
+    } else {
+      const auto hv = hvp(v);
+      for (size_t i = 0; i < P; ++i) samples[i].push_back((v[i] * hv[i]).sum().item<double>());
     }
-    for (size_t i = 0; i < P; ++i) samples[i].push_back((v[i] * hv[i]).sum().item<double>());
     r.probes = k + 1;
     double mean = 0;  // running mean of the total trace
     for (const auto& s : samples)
@@ -86,6 +99,7 @@ TraceReport layer_traces(models::ModelImpl& model, data::Loader& loader, const H
   TraceReport rep;
   rep.bits = layers.front().second->high_bits();
   rep.tolerance = options.tolerance;
+  rep.per_layer = options.per_block;
   const bool was_training = model.is_training();
   model.eval();
   nn::apply_bits(model, nn::BitConfig::uniform(rep.bits));
@@ -122,7 +136,7 @@ json traces_to_json(const TraceReport& r) {
     layers.push_back({{"name", l.name}, {"params", l.params}, {"trace", l.trace}, {"trace_sum", l.trace_sum},
                       {"std", l.std}, {"stderr", l.stderr_}});
   return json{{"format", "bitswitch-traces"}, {"checkpoint", r.checkpoint}, {"bits", r.bits}, {"images", r.images},
-              {"probes", r.probes}, {"converged", r.converged}, {"tolerance", r.tolerance},
+              {"probes", r.probes}, {"converged", r.converged}, {"tolerance", r.tolerance}, {"per_layer", r.per_layer},
               {"estimator", "Hutchinson, Rademacher probes, Hessian-vector products by double backward"},
               {"layers", layers}};
 }
@@ -145,6 +159,7 @@ TraceReport read_traces(const std::string& path) {
   r.probes = j.value("probes", 0);
   r.converged = j.value("converged", false);
   r.tolerance = j.value("tolerance", 0.0);
+  r.per_layer = j.value("per_layer", false);
   for (const auto& l : j["layers"]) {
     BS_CHECK(l.is_object() && l.contains("name") && l["name"].is_string(), "traces file '", path,
              "': every layer needs a string 'name'");

@@ -29,6 +29,10 @@ struct HutchinsonOptions {
   int min_probes = 2;
   double tolerance = 1e-3; // stop when the running mean of the total trace changes by less (relative)
   uint64_t seed = 1;
+  // false: one Rademacher vector over all blocks per probe (one Hessian-vector product; the
+  // cross-block terms add variance). true: each block probed on its own (no cross terms, one
+  // Hessian-vector product per block and probe).
+  bool per_block = false;
   // Called after each probe with (probes done, running mean of the total trace).
   std::function<void(int, double)> on_probe;
 };
@@ -48,7 +52,7 @@ struct HutchinsonResult {
 // tr(H_pp) for every parameter tensor p: each probe draws one Rademacher vector v over all
 // tensors, computes H v of the objective sum_i batch_loss(i) (batch_loss(i) returns batch i's
 // share of the objective, with its graph) and takes v_p . (H v)_p per tensor (unbiased: the
-// cross-block terms have mean zero). Probes run until the running mean of the total trace
+// cross-block terms have mean zero; with `per_block`, H v_p for each block alone instead). Probes run until the running mean of the total trace
 // changes by less than `tolerance` (relative) after min_probes, or max_probes is reached.
 HutchinsonResult hutchinson(const std::vector<torch::Tensor>& params, int64_t num_batches,
                             const std::function<torch::Tensor(int64_t)>& batch_loss, const HutchinsonOptions& options);
@@ -69,6 +73,7 @@ struct TraceReport {
   int probes = 0;
   bool converged = false;
   double tolerance = 0;
+  bool per_layer = false;  // probes per layer (HutchinsonOptions::per_block)
   std::string checkpoint;
 };
 

@@ -183,9 +183,14 @@ std::vector<Series> metric_series(const std::vector<json>& lines, const std::str
       by[k].points.emplace_back(double(i + 1), v.get<double>());
     }
   }
+  // The same color for a width in every chart.
+  const std::map<std::string, std::string> colors{{"fp32", "#444444"}, {"w8", "#1f77b4"}, {"w7", "#17becf"},
+                                                  {"w6", "#2ca02c"},   {"w5", "#bcbd22"}, {"w4", "#ff7f0e"},
+                                                  {"w3", "#e377c2"},   {"w2", "#d62728"}};
   std::vector<Series> out;
   for (const auto& k : order) {
     auto s = by[k];
+    if (colors.count(k)) s.color = colors.at(k);
     s.markers = s.points.size() < 30;
     out.push_back(s);
   }
