@@ -51,7 +51,9 @@ for t in targets:
         if abs(b - t) <= 1:
             rows.append(f"| {fmt_t(t)} | uniform w{b} (HASB model) | {b} | {uni[b]:.2f} | |")
 
-table = []
+import datetime
+table = [f"`scripts/bench_mixed.sh` into `{out}`, {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC, "
+         f"{os.cpu_count()} CPUs ({os.uname().machine}).\n"]
 table.append(f"Traces: {traces.get('images', '?')} images, {traces.get('probes', '?')} probes at "
              f"{traces.get('bits', '?')} bits. Top-1 test accuracy (%), no retraining after the search.\n")
 table.append("| target avg bits | configuration | avg bits | top-1 (%) | weight bytes |\n|---|---|---|---|---|")
