@@ -46,6 +46,15 @@ mkdir -p "$TMP/imgs/train/a" "$TMP/imgs/val"
 expect_error "imgs/train' has no .jpg/.jpeg files" train --dataset imagefolder --data-dir "$TMP/imgs" --out "$TMP/r1"
 expect_error "cannot open safetensors file '$TMP/none.safetensors'" train --pretrained "$TMP/none.safetensors" --out "$TMP/r2" --train-limit 128
 expect_error "either \`init\` (a checkpoint) or \`pretrained\`" train --init a.pt --pretrained b.safetensors --out "$TMP/r2"
+# mixed precision
+expect_error "hasb needs \`init\`" train --hasb --out "$TMP/r1"
+expect_error "roulette must be hessian or uniform, got 'random'" train --hasb --init "$TMP/x.pt" --roulette random --out "$TMP/r1"
+expect_error "give a budget" search --checkpoint "$TMP/garbage.pt" --traces "$TMP/type.json"
+expect_error "budget kind 'size' must be avg-bits, bytes or bitops" search --checkpoint "$TMP/garbage.pt" --traces "$TMP/type.json" --sweep size:1:2:3
+expect_error "objective must be reference" search --checkpoint "$TMP/garbage.pt" --traces "$TMP/type.json" --avg-bits 4 --objective hawk
+expect_error "type.json': not a bitswitch traces file" search --checkpoint "$TMP/garbage.pt" --traces "$TMP/type.json" --avg-bits 4
+expect_error "missing.pt' does not exist" hessian --checkpoint "$TMP/missing.pt" -o "$TMP/t.json"
+expect_error "run directory '$TMP/no-run' does not exist" report "$TMP/no-run"
 
 if ls "$TMP"/r1/checkpoint.pt "$TMP"/r2/checkpoint.pt >/dev/null 2>&1; then
   echo "FAIL: a failed run left a checkpoint"

@@ -17,19 +17,7 @@ using namespace bitswitch;
 namespace fs = std::filesystem;
 
 namespace {
-train::TrainConfig tiny(const std::string& out) {
-  train::TrainConfig c;
-  c.model = "smallcnn";
-  c.fp_epochs = 1;
-  c.epochs = 2;
-  c.batch = 64;
-  c.train_limit = 256;
-  c.test_limit = 128;
-  c.out = out;
-  c.threads = 2;
-  c.log_interval = 1000;
-  return c;
-}
+train::TrainConfig tiny(const std::string& out) { return bitswitch::testing::tiny_config(out); }
 
 std::map<std::string, torch::Tensor> state(const std::string& ckpt) {
   train::Checkpoint ck(ckpt);

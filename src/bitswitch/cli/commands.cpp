@@ -17,6 +17,7 @@ int run(int argc, char** argv) {
   CommandTable table;
   add_train_commands(app, table);
   add_deploy_commands(app, table);
+  add_mixed_commands(app, table);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -26,6 +26,8 @@ class CommandTable {
 void add_train_commands(CLI::App& app, CommandTable& table);
 // export, switch, infer, inspect (deploy_commands.cpp).
 void add_deploy_commands(CLI::App& app, CommandTable& table);
+// hessian, search, report (mixed_commands.cpp).
+void add_mixed_commands(CLI::App& app, CommandTable& table);
 
 int run(int argc, char** argv);
 

@@ -103,6 +103,11 @@ Artifact export_model(models::ModelImpl& model, const models::ModelSpec& spec, j
     auto src = layer_names.find(bn->source().get());
     BS_CHECK(src != layer_names.end(), "export: BatchNorm '", r.name, "' follows a layer outside the model");
     r.source = src->second;
+    if (auto in = bn->input_source(); in && in->follows_config()) {
+      auto it = layer_names.find(in.get());
+      BS_CHECK(it != layer_names.end(), "export: BatchNorm '", r.name, "' is fed by a layer outside the model");
+      r.input = it->second;
+    }
     const bool quantized_source = a.layer(r.source).quantized;
     for (const auto& child : bn->named_children()) {
       auto b2 = std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(child.value());

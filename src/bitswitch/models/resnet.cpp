@@ -17,7 +17,8 @@ using nn::SwitchableBatchNorm2d;
 
 class BasicBlockImpl : public torch::nn::Module {
  public:
-  BasicBlockImpl(int64_t in, int64_t out, int64_t stride, const ModelSpec& spec) {
+  // `input`: the quantized layer whose output feeds this block (for transitional BN).
+  BasicBlockImpl(int64_t in, int64_t out, int64_t stride, const ModelSpec& spec, std::shared_ptr<nn::QuantLayer> input) {
     auto q = quant_options(spec);
     conv1 = register_module("conv1", QConv2d(QConv2dOptions(in, out, 3).stride(stride).padding(1).quant(q)));
     bn1 = register_module("bn1", SwitchableBatchNorm2d(out, spec.bits, conv1.ptr()));
@@ -26,7 +27,10 @@ class BasicBlockImpl : public torch::nn::Module {
     if (stride != 1 || in != out) {
       down_conv = register_module("down_conv", QConv2d(QConv2dOptions(in, out, 1).stride(stride).quant(q)));
       down_bn = register_module("down_bn", SwitchableBatchNorm2d(out, spec.bits, down_conv.ptr()));
+      down_bn->set_input_source(input);
     }
+    bn1->set_input_source(input);
+    bn2->set_input_source(conv1.ptr());
   }
   torch::Tensor forward(const torch::Tensor& x) {
     auto y = torch::relu(bn1(conv1(x)));
@@ -46,12 +50,14 @@ class ResNetCifarImpl : public ModelImpl {
     stem = register_module("stem", QConv2d(QConv2dOptions(spec.in_channels, 16, 3).padding(1).quant(edge_options(spec, false))));
     stem_bn = register_module("stem_bn", SwitchableBatchNorm2d(16, spec.bits, stem.ptr()));
     int64_t in = 16;
+    std::shared_ptr<nn::QuantLayer> input = stem.ptr();  // what feeds the next block
     const int64_t widths[3] = {16, 32, 64};
     for (int s = 0; s < 3; ++s) {
       for (int b = 0; b < blocks_per_stage; ++b) {
         const int64_t stride = (s > 0 && b == 0) ? 2 : 1;
-        auto block = BasicBlock(in, widths[s], stride, spec);
+        auto block = BasicBlock(in, widths[s], stride, spec, input);
         blocks->push_back(block);
+        input = block->conv2.ptr();
         in = widths[s];
       }
     }
@@ -83,6 +89,8 @@ class SmallCnnImpl : public ModelImpl {
     conv3 = register_module("conv3", QConv2d(QConv2dOptions(64, 128, 3).padding(1).quant(q)));
     bn3 = register_module("bn3", SwitchableBatchNorm2d(128, spec.bits, conv3.ptr()));
     fc = register_module("fc", QLinear(QLinearOptions(128, spec.num_classes).quant(edge_options(spec, true))));
+    bn2->set_input_source(conv1.ptr());
+    bn3->set_input_source(conv2.ptr());
   }
   torch::Tensor forward(const torch::Tensor& x) override {
     auto y = torch::max_pool2d(torch::relu(bn1(conv1(x))), 2);

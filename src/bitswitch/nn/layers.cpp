@@ -6,6 +6,7 @@
 #include <torch/nn/init.h>
 #include <torch/torch.h>
 
+#include <cctype>
 #include <cmath>
 #include <functional>
 
@@ -241,25 +242,47 @@ torch::Tensor QLinearImpl::forward(const torch::Tensor& x) {
 
 SwitchableBatchNorm2dImpl::SwitchableBatchNorm2dImpl(int64_t channels, std::vector<int> bits,
                                                      std::shared_ptr<QuantLayer> source)
-    : source_(std::move(source)) {
+    : channels_(channels), source_(std::move(source)) {
   BS_CHECK(source_ != nullptr, "SwitchableBatchNorm2d needs the layer it follows");
   // A BN behind a fixed-width layer only ever sees that layer's width.
   const auto& q = source_->quant_options();
   if (q.fixed_bits() == kFloatBits) bits = {};
   else if (q.fixed_bits() != 0) bits = {q.fixed_bits()};
   bits_ = bits;
-  bns_.emplace(kFloatBits, register_module("bn_fp", torch::nn::BatchNorm2d(channels)));
-  for (int b : bits_) bns_.emplace(b, register_module("bn_" + std::to_string(b), torch::nn::BatchNorm2d(channels)));
+  bns_.emplace("fp", register_module("bn_fp", torch::nn::BatchNorm2d(channels)));
+  for (int b : bits_) {
+    const auto key = bn_key(0, b);
+    bns_.emplace(key, register_module("bn_" + key, torch::nn::BatchNorm2d(channels)));
+  }
 }
 
-torch::nn::BatchNorm2d& SwitchableBatchNorm2dImpl::bn_for(int bits) {
-  auto it = bns_.find(bits);
-  BS_CHECK(it != bns_.end(), "no BatchNorm for width ", bits);
+void SwitchableBatchNorm2dImpl::set_input_source(std::shared_ptr<QuantLayer> input) {
+  BS_CHECK(input_ == nullptr, "SwitchableBatchNorm2d: the input source is already set");
+  input_ = std::move(input);
+  if (!input_ || !input_->follows_config() || !source_->follows_config()) return;
+  for (int p : input_->quant_options().bits())
+    for (int b : bits_) {
+      if (p == b) continue;
+      const auto key = bn_key(p, b);
+      bns_.emplace(key, register_module("bn_" + key, torch::nn::BatchNorm2d(channels_)));
+    }
+}
+
+std::string SwitchableBatchNorm2dImpl::active_key() const {
+  const int prev = input_ && input_->follows_config() ? input_->bits().weight : 0;
+  return bn_key(prev, source_->bits().weight);
+}
+
+torch::nn::BatchNorm2d& SwitchableBatchNorm2dImpl::bn_for_key(const std::string& key) {
+  auto it = bns_.find(key);
+  BS_CHECK(it != bns_.end(), "no BatchNorm with key '", key, "'");
   return it->second;
 }
 
+torch::nn::BatchNorm2d& SwitchableBatchNorm2dImpl::bn_for(int bits) { return bn_for_key(bn_key(0, bits)); }
+
 torch::Tensor SwitchableBatchNorm2dImpl::forward(const torch::Tensor& x) {
-  auto& bn = bn_for(source_->bits().weight);
+  auto& bn = bn_for_key(active_key());
   if (integer_eval_ && !is_training()) {
     // Folded BN in float, as the deploy runtime computes it (see set_integer_eval).
     torch::NoGradGuard ng;
@@ -271,16 +294,27 @@ torch::Tensor SwitchableBatchNorm2dImpl::forward(const torch::Tensor& x) {
   return bn->forward(x);
 }
 
-void SwitchableBatchNorm2dImpl::init_widths_from_fp() {
+namespace {
+void copy_bn(torch::nn::BatchNorm2d& to, const torch::nn::BatchNorm2d& from) {
   torch::NoGradGuard ng;
-  auto& fp = bns_.at(kFloatBits);
-  for (int b : bits_) {
-    auto& bn = bns_.at(b);
-    bn->weight.copy_(fp->weight);
-    bn->bias.copy_(fp->bias);
-    bn->running_mean.copy_(fp->running_mean);
-    bn->running_var.copy_(fp->running_var);
-    bn->num_batches_tracked.copy_(fp->num_batches_tracked);
+  to->weight.copy_(from->weight);
+  to->bias.copy_(from->bias);
+  to->running_mean.copy_(from->running_mean);
+  to->running_var.copy_(from->running_var);
+  to->num_batches_tracked.copy_(from->num_batches_tracked);
+}
+}  // namespace
+
+void SwitchableBatchNorm2dImpl::init_widths_from_fp() {
+  const auto& fp = bns_.at("fp");
+  for (auto& [key, bn] : bns_)
+    if (key != "fp") copy_bn(bn, fp);
+}
+
+void SwitchableBatchNorm2dImpl::init_transitional_from_uniform() {
+  for (auto& [key, bn] : bns_) {
+    const auto sep = key.find('_');
+    if (sep != std::string::npos) copy_bn(bn, bns_.at(key.substr(sep + 1)));
   }
 }
 
@@ -325,6 +359,29 @@ void set_integer_eval(torch::nn::Module& model, bool on) {
 void init_widths_from_fp(torch::nn::Module& model) {
   for (const auto& m : model.modules(false))
     if (auto bn = std::dynamic_pointer_cast<SwitchableBatchNorm2dImpl>(m)) bn->init_widths_from_fp();
+}
+
+void init_transitional_from_uniform(torch::nn::Module& model) {
+  for (const auto& m : model.modules(false))
+    if (auto bn = std::dynamic_pointer_cast<SwitchableBatchNorm2dImpl>(m)) bn->init_transitional_from_uniform();
+}
+
+bool is_transitional_bn_tensor(const std::string& name) {
+  // A module path component "bn_<digits>_<digits>".
+  size_t pos = 0;
+  while ((pos = name.find("bn_", pos)) != std::string::npos) {
+    if (pos == 0 || name[pos - 1] == '.') {
+      size_t i = pos + 3, digits1 = 0, digits2 = 0;
+      while (i < name.size() && std::isdigit(static_cast<unsigned char>(name[i]))) ++i, ++digits1;
+      if (digits1 && i < name.size() && name[i] == '_') {
+        ++i;
+        while (i < name.size() && std::isdigit(static_cast<unsigned char>(name[i]))) ++i, ++digits2;
+        if (digits2 && (i == name.size() || name[i] == '.')) return true;
+      }
+    }
+    pos += 3;
+  }
+  return false;
 }
 
 ParamGroups split_params(torch::nn::Module& model) {

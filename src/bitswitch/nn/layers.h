@@ -138,23 +138,39 @@ class QLinearImpl : public torch::nn::Module, public QuantLayer {
 TORCH_MODULE(QLinear);
 
 // One BatchNorm2d per width ("fp", "8", "6", ...), selected by the width of the layer it
-// follows (`source`). SPEC Sec. 3.
+// follows (`source`). SPEC Sec. 3. With an input source (the quantized layer whose output
+// feeds `source`), it also holds transitional BNs "bn_<p>_<b>" for every ordered pair of
+// distinct widths, and selects by nn::bn_key(input source's width, source's width): uniform
+// configs keep using bn_<b>; mixed configs use the BN of the (previous, this) width pair.
 class SwitchableBatchNorm2dImpl : public torch::nn::Module {
  public:
   SwitchableBatchNorm2dImpl(int64_t channels, std::vector<int> bits, std::shared_ptr<QuantLayer> source);
   torch::Tensor forward(const torch::Tensor& x);
-  torch::nn::BatchNorm2d& bn_for(int bits);
-  // Copies the FP BN's parameters and running statistics into every width's BN.
+  torch::nn::BatchNorm2d& bn_for(int bits);  // the uniform BN of `bits` ("fp" for kFloatBits)
+  torch::nn::BatchNorm2d& bn_for_key(const std::string& key);
+  // Sets the layer feeding `source`; registers the transitional BNs when it follows the
+  // config. Call from the model constructor (so state dicts are stable), at most once.
+  void set_input_source(std::shared_ptr<QuantLayer> input);
+  // The key of the BN the next forward uses: nn::bn_key(prev width, source width), where the
+  // previous width is the input source's weight width (0 without a config-following source).
+  std::string active_key() const;
+  // Every BN by key ("fp", "8", ..., "8_4", ...), as the exporter stores them.
+  const std::map<std::string, torch::nn::BatchNorm2d>& bns() const { return bns_; }
+  // Copies the FP BN's parameters and running statistics into every other BN.
   void init_widths_from_fp();
+  // Copies bn_<b> into every transitional bn_<p>_<b> (when HASB training starts).
+  void init_transitional_from_uniform();
   const std::vector<int>& widths() const { return bits_; }
   std::shared_ptr<QuantLayer> source() const { return source_; }
   void set_integer_eval(bool on) { integer_eval_ = on; }
+  std::shared_ptr<QuantLayer> input_source() const { return input_; }
 
  private:
   bool integer_eval_ = false;
   std::vector<int> bits_;
-  std::map<int, torch::nn::BatchNorm2d> bns_;  // kFloatBits and each width
-  std::shared_ptr<QuantLayer> source_;
+  int64_t channels_ = 0;
+  std::map<std::string, torch::nn::BatchNorm2d> bns_;  // by bn_key
+  std::shared_ptr<QuantLayer> source_, input_;
 };
 TORCH_MODULE(SwitchableBatchNorm2d);
 
@@ -166,6 +182,10 @@ std::vector<std::pair<std::string, std::shared_ptr<QuantLayer>>> quant_layers(to
 void apply_bits(torch::nn::Module& model, const BitConfig& config);
 // Every switchable BN takes its FP statistics for all widths (starting from an FP32 model).
 void init_widths_from_fp(torch::nn::Module& model);
+// Every transitional BN takes the statistics of its uniform BN bn_<b> (starting HASB).
+void init_transitional_from_uniform(torch::nn::Module& model);
+// True for the name of a tensor of a transitional BN ("....bn_8_4.running_mean").
+bool is_transitional_bn_tensor(const std::string& name);
 
 // Integer-exact evaluation, on or off for every quantized layer and switchable BN of `model`.
 // In eval mode it computes what the deployed integer runtime computes (deploy/runtime.h), so the

@@ -105,6 +105,24 @@ bool use_fused(Impl impl, const torch::Tensor& t) {
   return detail::fused_supported(t);
 }
 
+// Double backward (Hessian-vector products, mixed/hessian.h): when the backward pass itself is
+// recorded (create_graph), the straight-through input gradient grad * mask is rebuilt with
+// autograd ops so that it is differentiable in `grad`; the scale gradients stay constants.
+torch::Tensor weight_inside_mask(const torch::Tensor& w, const torch::Tensor& scale, const WeightQuantSpec& spec) {
+  auto v = w.detach() * torch::reciprocal(per_channel(scale.detach(), w)) * std::ldexp(1.0, spec.bits - spec.high_bits);
+  return torch::logical_and(v >= signed_qmin(spec.bits), v <= signed_qmax(spec.bits)).to(w.scalar_type());
+}
+
+torch::Tensor act_inside_mask(const torch::Tensor& x, const torch::Tensor& scale, int bits) {
+  auto v = x.detach() * torch::reciprocal(scale.detach());
+  return torch::logical_and(v >= 0, v <= unsigned_qmax(bits)).to(x.scalar_type());
+}
+
+torch::Tensor differentiable_ste(const torch::Tensor& grad, const torch::Tensor& mask) {
+  torch::AutoGradMode enable(true);
+  return grad * mask;
+}
+
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 
@@ -128,10 +146,12 @@ struct WeightFakeQuantFn : public torch::autograd::Function<WeightFakeQuantFn> {
     WeightQuantSpec spec{int(ctx->saved_data["high"].toInt()), int(ctx->saved_data["bits"].toInt()),
                          SecondRounding(ctx->saved_data["rounding"].toInt()),
                          ctx->saved_data["exact"].toBool()};
+    const bool create_graph = torch::GradMode::is_enabled();
     torch::NoGradGuard no_grad;
     auto r = ctx->saved_data["fused"].toBool()
                  ? detail::weight_backward_fused(grads[0], saved[0], saved[1], spec)
                  : detail::weight_backward_reference(grads[0], saved[0], saved[1], spec);
+    if (create_graph) r.first = differentiable_ste(grads[0], weight_inside_mask(saved[0], saved[1], spec));
     return {r.first, r.second, {}, {}, {}, {}, {}};
   }
 };
@@ -149,10 +169,12 @@ struct ActFakeQuantFn : public torch::autograd::Function<ActFakeQuantFn> {
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
     auto saved = ctx->get_saved_variables();
     const int bits = int(ctx->saved_data["bits"].toInt());
+    const bool create_graph = torch::GradMode::is_enabled();
     torch::NoGradGuard no_grad;
     auto r = ctx->saved_data["fused"].toBool()
                  ? detail::act_backward_fused(grads[0], saved[0], saved[1], bits)
                  : detail::act_backward_reference(grads[0], saved[0], saved[1], bits);
+    if (create_graph) r.first = differentiable_ste(grads[0], act_inside_mask(saved[0], saved[1], bits));
     return {r.first, r.second, {}, {}};
   }
 };

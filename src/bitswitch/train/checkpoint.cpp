@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "bitswitch/nn/bit_config.h"
+#include "bitswitch/nn/layers.h"
 #include "bitswitch/util/atomic_file.h"
 #include "bitswitch/util/error.h"
 
@@ -113,17 +114,26 @@ void Checkpoint::load_model(torch::nn::Module& model, bool strict) const {
     t.copy_(it->second);
   };
   size_t used = 0;
+  // Transitional BNs (SPEC Sec. 3) are optional even when strict: checkpoints written before
+  // they existed lack them, and they start as copies of their uniform BN.
+  bool missing_transitional = false;
+  auto required = [&](const std::string& name, bool core) {
+    if (!nn::is_transitional_bn_tensor(name)) return strict || core;
+    missing_transitional |= tensors_.count(name) == 0;
+    return false;
+  };
   for (auto& p : model.named_parameters()) {
     const auto& name = p.key();
     const bool core = name.size() >= 6 && (name.rfind("weight") == name.size() - 6 || name.rfind("bias") == name.size() - 4) &&
                       name.find("bn_") == std::string::npos;
     used += tensors_.count(name);
-    load_one(name, p.value(), strict || core);
+    load_one(name, p.value(), required(name, core));
   }
   for (auto& b : model.named_buffers()) {
     used += tensors_.count(b.key());
-    load_one(b.key(), b.value(), strict);
+    load_one(b.key(), b.value(), required(b.key(), false));
   }
+  if (missing_transitional) nn::init_transitional_from_uniform(model);
   if (strict)
     BS_CHECK(used == tensors_.size(), "checkpoint '", path_, "' does not match the model: it holds ",
              tensors_.size() - used, " tensors the model does not have");

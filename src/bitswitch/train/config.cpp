@@ -102,6 +102,11 @@ const std::vector<std::pair<std::string, Field>>& fields() {
       BS_FIELD(alrs, bool, "adaptive learning-rate scaling of scales/BN per width"),
       BS_FIELD(joint_mode, std::string, "per-width (one step per width, highest first) or summed"),
       BS_FIELD(kd, bool, "progressive self-distillation from the highest width"),
+      BS_FIELD(hasb, bool, "HASB SuperNet training from the multi-precision checkpoint `init` (SPEC Sec. 6.3)"),
+      BS_FIELD(traces, std::string, "Hessian traces file of `bitswitch hessian` (HASB with roulette hessian)"),
+      BS_FIELD(roulette, std::string, "HASB width roulette: hessian (b / sum(B) for sensitive layers) or uniform"),
+      BS_FIELD(hasb_sigma, double, "HASB switching probability sigma (sigma_e = sigma (e + 1) / E)"),
+      BS_FIELD(hasb_warmup_epochs, int, "HASB epochs without switching at the start"),
       BS_FIELD(init, std::string, "checkpoint to start from (FP32 or multi-precision)"),
       BS_FIELD(pretrained, std::string,
                "FP32 weights to start from: .safetensors with torchvision names (scripts/export_torchvision.py); "
@@ -204,6 +209,13 @@ void TrainConfig::validate() const {
   BS_CHECK(warmup_epochs >= 0, "warmup_epochs must be >= 0");
   BS_CHECK(joint_mode == "per-width" || joint_mode == "summed",
            "joint_mode must be per-width or summed, got '", joint_mode, "'");
+  BS_CHECK(roulette == "hessian" || roulette == "uniform", "roulette must be hessian or uniform, got '", roulette, "'");
+  BS_CHECK(hasb_sigma >= 0 && hasb_sigma <= 1, "hasb_sigma must be in [0, 1], got ", hasb_sigma);
+  BS_CHECK(hasb_warmup_epochs >= 0, "hasb_warmup_epochs must be >= 0, got ", hasb_warmup_epochs);
+  if (hasb) {
+    BS_CHECK(!init.empty(), "hasb needs `init`: the multi-precision checkpoint to start from");
+    BS_CHECK(roulette == "uniform" || !traces.empty(), "hasb with roulette hessian needs `traces` (write it with `bitswitch hessian`)");
+  }
   BS_CHECK(!out.empty(), "out must name a run directory");
   BS_CHECK(stop_after >= 0, "stop_after must be >= 0");
   BS_CHECK(threads >= 0, "threads must be >= 0, got ", threads);

@@ -42,6 +42,13 @@ struct TrainConfig {
   bool alrs = true;              // SPEC Sec. 5
   std::string joint_mode = "per-width";  // or "summed" (Alg. A.1 baseline)
   bool kd = false;               // progressive self-distillation (SPEC Sec. 4)
+  // HASB SuperNet training (SPEC Sec. 6.3): from the multi-precision checkpoint `init`, each
+  // layer switches to a width drawn by the roulette with probability sigma_e
+  bool hasb = false;
+  std::string traces;            // traces.json of `bitswitch hessian` (roulette: hessian)
+  std::string roulette = "hessian";  // or "uniform" (the ablation)
+  double hasb_sigma = 0.5;
+  int hasb_warmup_epochs = 0;
   // run
   std::string init;              // FP32 or multi-precision checkpoint to start from
   std::string pretrained;        // FP32 weights (.safetensors, torchvision names) before the FP phase

@@ -11,11 +11,15 @@
 
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <thread>
 
 #include <fmt/format.h>
 
 #include "bitswitch/models/pretrained.h"
+#include "bitswitch/data/datasets.h"
+#include "bitswitch/mixed/hessian.h"
+#include "bitswitch/mixed/roulette.h"
 #include "bitswitch/nn/layers.h"
 #include "bitswitch/train/alrs.h"
 #include "bitswitch/train/checkpoint.h"
@@ -152,6 +156,7 @@ class Trainer {
       log(fmt::format("data parallel: {} processes ({}), global batch {} = {} per process, device {}",
                       dist_->world_size(), dist_->backend(), cfg_.batch, cfg_.batch / dist_->world_size(), device_.str()));
 
+    if (cfg_.hasb) setup_hasb();
     std::string phase = "fp";
     int epoch = 0;  // epochs completed in `phase`
     if (cfg_.resume) {
@@ -163,6 +168,7 @@ class Trainer {
         init.load_model(*model_, /*strict=*/false);
         const bool from_fp = init.meta().value("phase", "fp") == "fp";
         if (from_fp) nn::init_widths_from_fp(*model_);
+        if (cfg_.hasb) start_hasb(from_fp);
         log(fmt::format("initialised from {} ({} checkpoint)", cfg_.init, from_fp ? "FP32" : "multi-precision"));
         phase = "joint";
         auto r = evaluate(*model_, *test_loader_, nn::BitConfig::fp32(), dist_.get());
@@ -376,7 +382,7 @@ class Trainer {
       for (size_t k = 0; k < bits.size(); ++k) {
         const int w = bits[k];
         const double eta = cfg_.alrs ? alrs_eta(high, w) : 1.0;
-        nn::apply_bits(*model_, nn::BitConfig::uniform(w));
+        nn::apply_bits(*model_, step_bits(epoch, i, k, w));
         if (!summed) {
           set_lrs(lr, eta * lr);
           clear_grads(params_);
@@ -439,6 +445,46 @@ class Trainer {
     }
   }
 
+  // ---- HASB SuperNet training (SPEC Sec. 6.3; mixed/roulette.h) ----
+  void setup_hasb() {
+    std::vector<std::string> names;
+    for (const auto& [name, q] : nn::quant_layers(*model_)) names.push_back(name);
+    if (cfg_.roulette == "uniform") {
+      roulette_ = mixed::Roulette::uniform(names.size(), spec_.bits);
+    } else {
+      const auto traces = mixed::read_traces(cfg_.traces);
+      std::map<std::string, double> by_name;
+      for (const auto& t : traces.layers) by_name[t.name] = t.trace;
+      std::vector<double> t;
+      for (const auto& n : names) {
+        BS_CHECK(by_name.count(n), "traces file '", cfg_.traces, "' has no layer '", n, "' of model ", spec_.name);
+        t.push_back(by_name[n]);
+      }
+      roulette_ = mixed::Roulette::hessian(t, spec_.bits);
+    }
+    hasb_layers_ = names;
+    int sensitive = 0;
+    for (size_t l = 0; l < names.size(); ++l) sensitive += roulette_->sensitive(l);
+    log(fmt::format("HASB: {} roulette, {} of {} layers sensitive, sigma {}, warm-up {} epoch(s)", cfg_.roulette, sensitive,
+                    names.size(), cfg_.hasb_sigma, cfg_.hasb_warmup_epochs));
+  }
+
+  void start_hasb(bool from_fp) {
+    BS_CHECK(!from_fp, "hasb: '", cfg_.init, "' is an FP32 checkpoint; HASB starts from a multi-precision one");
+    nn::init_transitional_from_uniform(*model_);
+  }
+
+  // The widths of one step at width `w`: uniform, or per layer by the HASB draw.
+  nn::BitConfig step_bits(int epoch, int64_t i, size_t k, int w) {
+    if (!cfg_.hasb) return nn::BitConfig::uniform(w);
+    auto rng = mixed::step_rng(cfg_.seed, epoch, i, int(k));
+    const double sigma = mixed::hasb_sigma(cfg_.hasb_sigma, epoch, cfg_.epochs, cfg_.hasb_warmup_epochs);
+    const auto widths = mixed::draw_layer_widths(*roulette_, w, sigma, rng);
+    std::map<std::string, int> m;
+    for (size_t l = 0; l < widths.size(); ++l) m[hasb_layers_[l]] = widths[l];
+    return nn::layer_bits_config(m, w);
+  }
+
   void end_epoch(const std::string& phase, int epoch) {
     sync_epoch_end(phase, epoch);
     json acc = json::object(), loss = json::object();
@@ -473,6 +519,9 @@ class Trainer {
   }
 
   void save(const std::string& phase, int epoch) {
+    // Until HASB trains them, transitional BNs mirror the uniform width's BN, so mixed configs of
+    // a jointly trained model (search candidates, --layer-bits) use the statistics of their width.
+    if (phase == "joint" && !cfg_.hasb) nn::init_transitional_from_uniform(*model_);
     CheckpointData d;
     d.meta = meta(phase, epoch);
     d.model = model_.get();
@@ -551,6 +600,8 @@ class Trainer {
   double seconds_ = 0;
   double fp_baseline_ = 0;  // test accuracy of the FP32 model the joint phase starts from
   int64_t metrics_lines_ = 0;
+  std::optional<mixed::Roulette> roulette_;  // HASB only
+  std::vector<std::string> hasb_layers_;
 };
 
 }  // namespace
