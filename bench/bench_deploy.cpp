@@ -105,6 +105,7 @@ int main(int argc, char** argv) {
     bytes["w" + std::to_string(b)] = fs::file_size(p);
   }
   result["bytes"] = bytes;
+  result["bits_list"] = master.bits;
 
   // 2. Switching time (median of repetitions, 1 and 2 threads).
   json sw = json::array();

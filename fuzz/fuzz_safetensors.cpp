@@ -1,5 +1,5 @@
-// libFuzzer target for the safetensors reader: any input must either parse or throw
-// bitswitch::Error. A parsed file must also keep its views inside the input and survive a
+// libFuzzer target for the safetensors reader and the artifact validation on top of it: any
+// input must either parse or throw bitswitch::Error. A parsed file must also keep its views inside the input and survive a
 // serialize -> parse round trip unchanged. A custom mutator mostly mutates the JSON header or
 // the data buffer alone and rewrites the length prefix to match, so that mutations reach the
 // header validation instead of only the "truncated JSON" error. Build and run: fuzz/README.md.
@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "bitswitch/deploy/artifact.h"
 #include "bitswitch/deploy/safetensors.h"
 #include "bitswitch/util/error.h"
 
@@ -38,6 +39,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const TensorView& a = kv.second;
     if (a.dtype != b.dtype || a.shape != b.shape || a.nbytes != b.nbytes) std::abort();
     if (a.nbytes && std::memcmp(a.data, b.data, a.nbytes) != 0) std::abort();
+  }
+  // The deployment artifact's validation on top of the container: accept or throw Error.
+  try {
+    const Artifact art = artifact_from_safetensors(st);
+    std::map<std::string, std::string> meta;
+    (void)artifact_tensors(art, &meta);
+    if (art.master) (void)switch_uniform(art, art.bits.back(), 1);
+  } catch (const bitswitch::Error&) {
   }
   return 0;
 }

@@ -55,6 +55,19 @@ expect_error "objective must be reference" search --checkpoint "$TMP/garbage.pt"
 expect_error "type.json': not a bitswitch traces file" search --checkpoint "$TMP/garbage.pt" --traces "$TMP/type.json" --avg-bits 4
 expect_error "missing.pt' does not exist" hessian --checkpoint "$TMP/missing.pt" -o "$TMP/t.json"
 expect_error "run directory '$TMP/no-run' does not exist" report "$TMP/no-run"
+# deployment
+echo "not safetensors" >"$TMP/garbage.safetensors"
+printf '{"blocks.0.conv1": 5}' >"$TMP/lb.json"
+expect_error "garbage.pt' is corrupt" export --checkpoint "$TMP/garbage.pt" -o "$TMP/m.safetensors"
+expect_error "garbage.safetensors" inspect "$TMP/garbage.safetensors"
+expect_error "cannot open safetensors file '$TMP/none.safetensors'" switch "$TMP/none.safetensors" --bits 4 -o "$TMP/m4.safetensors"
+expect_error "excludes" switch "$TMP/garbage.safetensors" --bits 4 --layer-bits "$TMP/lb.json" -o "$TMP/m4.safetensors"
+expect_error "give --bits B or --layer-bits FILE" switch "$TMP/garbage.safetensors" -o "$TMP/m4.safetensors"
+expect_error "--isa: 'sse' is not one of" infer "$TMP/garbage.safetensors" --isa sse
+if ls "$TMP"/m.safetensors "$TMP"/m4.safetensors >/dev/null 2>&1; then
+  echo "FAIL: a failed export or switch left an artifact"
+  failed=$((failed + 1))
+fi
 
 if ls "$TMP"/r1/checkpoint.pt "$TMP"/r2/checkpoint.pt >/dev/null 2>&1; then
   echo "FAIL: a failed run left a checkpoint"

@@ -15,7 +15,7 @@ common=(--model smallcnn --batch 64 --train-limit 256 --test-limit 128 --threads
 timeout 300 "$BIN" train --nproc 2 "${common[@]}" --fp-epochs 1 --epochs 1 --out "$TMP/run" >"$TMP/out.json" 2>"$TMP/err.txt"
 rc=$?
 [ $rc -eq 0 ] || { bad "--nproc 2 run exited $rc"; cat "$TMP/err.txt"; }
-for f in config.json metrics.jsonl summary.json checkpoint.pt fp32.pt; do
+for f in config.json metrics.jsonl summary.json checkpoint.pt fp32.pt fp32.safetensors; do
   [ -f "$TMP/run/$f" ] || bad "missing $f"
 done
 # One result on stdout (rank 0 only), one metrics line per epoch (not one per rank).
@@ -25,7 +25,7 @@ grep -q '"world_size":2' "$TMP/run/metrics.jsonl" || bad "metrics.jsonl does not
 grep -q 'allreduce_wait_ms_per_step' "$TMP/run/metrics.jsonl" || bad "metrics.jsonl lacks the all-reduce time"
 grep -q 'data parallel: 2 processes (gloo), global batch 64 = 32 per process' "$TMP/err.txt" || bad "no data-parallel line"
 [ "$(grep -c 'joint epoch 1 test accuracy' "$TMP/err.txt")" = 1 ] || bad "progress printed by more than one rank"
-ls "$TMP/run" | grep -qv -E '^(config.json|metrics.jsonl|summary.json|checkpoint.pt|fp32.pt)$' && bad "unexpected files: $(ls "$TMP/run")"
+ls "$TMP/run" | grep -qv -E '^(config.json|metrics.jsonl|summary.json|checkpoint.pt|fp32.pt|fp32.safetensors)$' && bad "unexpected files: $(ls "$TMP/run")"
 
 # 2. Resume keeps working: the config records nproc 2, so --resume relaunches two ranks.
 timeout 300 "$BIN" train --nproc 2 "${common[@]}" --fp-epochs 1 --epochs 2 --stop-after 2 --out "$TMP/res" >/dev/null 2>"$TMP/res1.txt" ||

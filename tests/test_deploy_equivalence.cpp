@@ -11,6 +11,7 @@
 #include "bitswitch/deploy/runtime.h"
 #include "bitswitch/models/model.h"
 #include "bitswitch/nn/layers.h"
+#include "bitswitch/util/error.h"
 #include "test_util.h"
 
 using namespace bitswitch;
@@ -138,8 +139,8 @@ TEST(DeployEquivalence, ExportStoresTheTrainingCodesAndScales) {
 
 TEST(DeployEquivalence, IntegerEvalIsTheFakeQuantNetwork) {
   torch::set_num_threads(1);
-  torch::NoGradGuard ng;
   auto model = trained("resnet20", {8, 4});
+  torch::NoGradGuard ng;
   const auto x = test_images(128);
   for (int w : {8, 4}) {
     nn::apply_bits(*model, nn::BitConfig::uniform(w));

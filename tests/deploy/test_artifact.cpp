@@ -254,7 +254,7 @@ TEST(Artifact, RejectsEveryClassOfBadArtifact) {
     j[1].erase("stride");
     md["layers"] = j.dump();
   }, m);
-  expect("metadata 'bits': width 9 is outside [2, 8]", [](Ts&, Meta& md) { md["bits"] = "9,4"; }, m);
+  expect("metadata 'bits': bit-width 9 is outside [2, 8]", [](Ts&, Meta& md) { md["bits"] = "9,4"; }, m);
   expect("tensor 'conv2.weight_codes' element 3 = 100 is outside the 4-bit range [-8, 7]", [](Ts&, Meta&) {}, [&] {
     Artifact a = random_master("smallcnn", {4, 2}, 8);
     a.layers[1].codes[3] = 100;

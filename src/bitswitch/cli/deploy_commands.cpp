@@ -130,6 +130,9 @@ struct InferCommand {
                    "evaluation) at the same widths and report top-1 mismatches and the largest logit difference");
   }
   int run() {
+    deploy::RuntimeOptions ro;
+    ro.threads = threads;
+    ro.isa = parse_isa(isa);
     Artifact a = deploy::read_artifact(input);
     if (widths.given()) {
       BS_CHECK(a.master, "'", input, "' is already switched to ", a.label(), "; --bits/--layer-bits need a master artifact");
@@ -137,9 +140,6 @@ struct InferCommand {
     } else if (a.master) {
       a = deploy::switch_uniform(a, a.high_bits, threads);
     }
-    deploy::RuntimeOptions ro;
-    ro.threads = threads;
-    ro.isa = parse_isa(isa);
     const deploy::Runtime rt(a, ro);
     const std::string ds = dataset.empty() ? a.provenance.value("dataset", std::string("fashion-mnist")) : dataset;
     const std::string dir = data_dir.empty() ? a.provenance.value("data_dir", std::string()) : data_dir;

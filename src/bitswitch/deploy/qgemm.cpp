@@ -16,18 +16,8 @@
 #include "bitswitch/deploy/packing.h"
 #include "bitswitch/util/error.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define BS_QGEMM_X86 1
-// GCC 12 reports the intentionally undefined vectors inside its AVX-512 intrinsic headers
-// (_mm512_undefined_epi32) as uninitialized when they are inlined into target functions.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-#else
-#define BS_QGEMM_X86 0
-#endif
+#include "bitswitch/deploy/x86_simd.h"
+#define BS_QGEMM_X86 BS_DEPLOY_X86
 
 namespace bitswitch::deploy {
 namespace {
@@ -44,15 +34,7 @@ bool cpu_avx2() {
 #endif
 }
 
-bool cpu_avx512_vnni() {
-#if BS_QGEMM_X86
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
-#else
-  return false;
-#endif
-}
+bool cpu_avx512_vnni() { return simd::cpu_avx512_vnni(); }
 
 bool cpu_avx512_vbmi() {
 #if BS_QGEMM_X86
@@ -128,7 +110,6 @@ void drive(int M, int N, int K, const uint8_t* A, const uint8_t* B, size_t b_row
 #if BS_QGEMM_X86
 
 #define BS_TARGET_AVX2 __attribute__((target("avx2")))
-#define BS_TARGET_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 #define BS_TARGET_VNNI_VBMI \
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")))
 #define BS_INLINE inline __attribute__((always_inline))
@@ -243,16 +224,7 @@ BS_TARGET_VNNI BS_INLINE __m512i vnni_reduce16(const __m512i (&acc)[16]) {
 
 inline __mmask64 low_mask64(int n) { return n >= 64 ? ~__mmask64(0) : (__mmask64(1) << n) - 1; }
 
-// c += dot4(x as u8, y as s8) per int32 lane. GCC 12 copies the accumulator around every
-// _mm512_dpbusd_epi32 (two extra moves per instruction), so GCC gets the instruction directly.
-BS_TARGET_VNNI BS_INLINE __m512i dpbusd(__m512i c, __m512i x, __m512i y) {
-#if defined(__GNUC__) && !defined(__clang__)
-  __asm__("vpdpbusd %2, %1, %0" : "+v"(c) : "v"(x), "vm"(y));
-  return c;
-#else
-  return _mm512_dpbusd_epi32(c, x, y);
-#endif
-}
+using simd::dpbusd;
 #define BS_DP(c, x, y) c = dpbusd(c, x, y)
 
 constexpr int kVnniMR = 4, kVnniNR = 4;

@@ -6,16 +6,7 @@
 #include "bitswitch/deploy/packing.h"
 #include "bitswitch/util/error.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define BS_PANELS_X86 1
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-#else
-#define BS_PANELS_X86 0
-#endif
+#include "bitswitch/deploy/x86_simd.h"
 
 namespace bitswitch::deploy {
 
@@ -23,18 +14,8 @@ namespace {
 
 inline int blocks16(int N) { return (N + 15) / 16; }
 
-#if BS_PANELS_X86
-#define BS_TARGET_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
-
-BS_TARGET_VNNI inline __m512i dpbusd(__m512i c, __m512i x, __m512i y) {
-#if defined(__GNUC__) && !defined(__clang__)
-  // GCC 12 copies the accumulator around _mm512_dpbusd_epi32; the instruction directly avoids it.
-  __asm__("vpdpbusd %2, %1, %0" : "+v"(c) : "v"(x), "vm"(y));
-  return c;
-#else
-  return _mm512_dpbusd_epi32(c, x, y);
-#endif
-}
+#if BS_DEPLOY_X86
+using simd::dpbusd;
 
 // MR rows x NB panels (NB*16 channels starting at panel `nb0`), full K. `rows` <= MR valid rows.
 template <int MR, int NB>
@@ -79,15 +60,7 @@ BS_TARGET_VNNI void run_rows(int M, int N, int K, const uint8_t* A, int lda, con
 
 }  // namespace
 
-bool qgemm_panels_supported() {
-#if BS_PANELS_X86
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
-#else
-  return false;
-#endif
-}
+bool qgemm_panels_supported() { return simd::cpu_avx512_vnni(); }
 
 bool qgemm_panels_usable(int N, int K) { return qgemm_panels_supported() && N > 0 && K > 0 && K % 4 == 0; }
 
@@ -116,7 +89,7 @@ void qgemm_u8_panels_s32(int M, int N, int K, const uint8_t* A, int lda, const i
   BS_CHECK(qgemm_panels_usable(N, K), "qgemm panels: unsupported CPU or shape N = ", N, ", K = ", K);
   BS_CHECK(lda >= K, "qgemm panels: lda ", lda, " < K ", K);
   if (M <= 0) return;
-#if BS_PANELS_X86
+#if BS_DEPLOY_X86
   const int nbs = blocks16(N);
   int nb = 0;
   // Up to 4 panels (64 channels) per pass: 6 x 4 accumulators; narrower layers use more rows.

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Deployment benchmarks, written to docs/deploy-bench.md:
+#  1. bytes on disk (FP32 checkpoint, INT8 master artifact, switched 8..2-bit artifacts);
+#  2. switching time INT8 -> each width (ResNet-20 and a ResNet-18-sized artifact);
+#  3. latency (batch 1) and throughput (batch 64) of the integer runtime at 8/4/2 bits, 1 and 2
+#     threads, next to LibTorch FP32 (same run) and PyTorch eager FP32 / torch.ao static INT8
+#     (onednn) of the same ResNet-20;
+#  4. train-deploy equivalence on the whole test set (bitswitch infer --verify) at every width.
+# Usage: scripts/bench_deploy.sh [CHECKPOINT] [--quick]   (default: runs/main/checkpoint.pt;
+# about 5 minutes; run on an otherwise idle machine)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CKPT=runs/main/checkpoint.pt
+QUICK=""
+for a in "$@"; do
+  if [ "$a" = "--quick" ]; then QUICK=--quick; else CKPT=$a; fi
+done
+[ -f "$CKPT" ] || { echo "bench_deploy: no checkpoint '$CKPT' (run scripts/run_main.sh first)" >&2; exit 1; }
+scripts/setup.sh >/dev/null
+OUT=runs/bench-deploy
+mkdir -p "$OUT"
+build/bench/bench_deploy "$CKPT" "$OUT" $QUICK >"$OUT/bitswitch.json"
+/usr/bin/python3 scripts/bench_deploy_torch.py $QUICK >"$OUT/torch.json"
+bits=$(/usr/bin/python3 -c "import json;print(' '.join(str(b) for b in json.load(open('$OUT/bitswitch.json'))['bits_list']))")
+for b in $bits; do
+  build/bitswitch infer "$OUT/master.safetensors" --bits "$b" --verify "$CKPT" >"$OUT/infer_w$b.json"
+done
+/usr/bin/python3 scripts/deploy_table.py "$OUT" "$CKPT" >docs/deploy-bench.md
+cat docs/deploy-bench.md
