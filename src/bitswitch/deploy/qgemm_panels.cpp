@@ -17,44 +17,49 @@ inline int blocks16(int N) { return (N + 15) / 16; }
 #if BS_DEPLOY_X86
 using simd::dpbusd;
 
-// MR rows x NB panels (NB*16 channels starting at panel `nb0`), full K. `rows` <= MR valid rows.
+// MR rows x NB panels (NB*16 channels starting at panel `nb0`), full K. Row r of A is `segs`
+// segments of seg_q groups of 4 bytes, segment i at rows[r] + i * seg_stride. `valid` <= MR rows.
 template <int MR, int NB>
-BS_TARGET_VNNI void block(const uint8_t* A, int lda, int rows, int kq_count, const int8_t* panels, int panel_stride,
-                          int nb0, int N, int32_t* C) {
+BS_TARGET_VNNI void block(const uint8_t* const* rows, int valid, int segs, int seg_q, size_t seg_stride,
+                          const int8_t* panels, int panel_stride, int nb0, int N, int32_t* C) {
   __m512i acc[MR][NB];
   for (int r = 0; r < MR; ++r)
     for (int j = 0; j < NB; ++j) acc[r][j] = _mm512_setzero_si512();
   const int8_t* p = panels + size_t(nb0) * panel_stride;
   const uint8_t* a[MR];
-  for (int r = 0; r < MR; ++r) a[r] = A + size_t(r < rows ? r : 0) * lda;
-  for (int q = 0; q < kq_count; ++q) {
-    __m512i b[NB];
-    for (int j = 0; j < NB; ++j) b[j] = _mm512_loadu_si512(p + size_t(j) * panel_stride + size_t(q) * 64);
-    for (int r = 0; r < MR; ++r) {
-      int32_t v;
-      std::memcpy(&v, a[r] + 4 * q, 4);
-      const __m512i x = _mm512_set1_epi32(v);
-      for (int j = 0; j < NB; ++j) acc[r][j] = dpbusd(acc[r][j], x, b[j]);
+  for (int r = 0; r < MR; ++r) a[r] = rows[r < valid ? r : 0];
+  int q = 0;
+  for (int sg = 0; sg < segs; ++sg) {
+    const size_t off = size_t(sg) * seg_stride;
+    for (int q2 = 0; q2 < seg_q; ++q2, ++q) {
+      __m512i b[NB];
+      for (int j = 0; j < NB; ++j) b[j] = _mm512_loadu_si512(p + size_t(j) * panel_stride + size_t(q) * 64);
+      for (int r = 0; r < MR; ++r) {
+        int32_t v;
+        std::memcpy(&v, a[r] + off + 4 * q2, 4);
+        const __m512i x = _mm512_set1_epi32(v);
+        for (int j = 0; j < NB; ++j) acc[r][j] = dpbusd(acc[r][j], x, b[j]);
+      }
     }
   }
-  for (int r = 0; r < rows; ++r)
+  for (int r = 0; r < valid; ++r)
     for (int j = 0; j < NB; ++j) {
       const int n = (nb0 + j) * 16;
-      const int valid = N - n < 16 ? N - n : 16;
+      const int nv = N - n < 16 ? N - n : 16;
       int32_t* dst = C + size_t(r) * N + n;
-      if (valid == 16) _mm512_storeu_si512(dst, acc[r][j]);
-      else _mm512_mask_storeu_epi32(dst, __mmask16((1u << valid) - 1), acc[r][j]);
+      if (nv == 16) _mm512_storeu_si512(dst, acc[r][j]);
+      else _mm512_mask_storeu_epi32(dst, __mmask16((1u << nv) - 1), acc[r][j]);
     }
 }
 
 template <int MR, int NB>
-BS_TARGET_VNNI void run_rows(int M, int N, int K, const uint8_t* A, int lda, const int8_t* panels, int nb0,
-                             int32_t* C) {
-  const int panel_stride = K / 4 * 64;
+BS_TARGET_VNNI void run_rows(int M, int N, const PanelRows& A, const int8_t* panels, int nb0, int32_t* C) {
+  const int panel_stride = A.segs * A.seg_q * 64;
   int m = 0;
   for (; m + MR <= M; m += MR)
-    block<MR, NB>(A + size_t(m) * lda, lda, MR, K / 4, panels, panel_stride, nb0, N, C + size_t(m) * N);
-  if (m < M) block<MR, NB>(A + size_t(m) * lda, lda, M - m, K / 4, panels, panel_stride, nb0, N, C + size_t(m) * N);
+    block<MR, NB>(A.rows + m, MR, A.segs, A.seg_q, A.seg_stride, panels, panel_stride, nb0, N, C + size_t(m) * N);
+  if (m < M)
+    block<MR, NB>(A.rows + m, M - m, A.segs, A.seg_q, A.seg_stride, panels, panel_stride, nb0, N, C + size_t(m) * N);
 }
 #endif
 
@@ -85,19 +90,29 @@ void qgemm_panels_from_packed(const uint8_t* B_packed, int bits, int N, int K, i
   qgemm_panels_from_rows(rows.data(), N, K, out);
 }
 
-void qgemm_u8_panels_s32(int M, int N, int K, const uint8_t* A, int lda, const int8_t* panels, int32_t* C) {
-  BS_CHECK(qgemm_panels_usable(N, K), "qgemm panels: unsupported CPU or shape N = ", N, ", K = ", K);
-  BS_CHECK(lda >= K, "qgemm panels: lda ", lda, " < K ", K);
+void qgemm_u8_panels_rows_s32(int M, int N, const PanelRows& A, const int8_t* panels, int32_t* C) {
+  const int K = A.segs * A.seg_q * 4;
+  BS_CHECK(qgemm_panels_usable(N, K) && A.segs >= 1 && A.seg_q >= 1, "qgemm panels: unsupported CPU or shape N = ", N,
+           ", K = ", K);
   if (M <= 0) return;
 #if BS_DEPLOY_X86
   const int nbs = blocks16(N);
   int nb = 0;
   // Up to 4 panels (64 channels) per pass: 6 x 4 accumulators; narrower layers use more rows.
-  for (; nb + 4 <= nbs; nb += 4) run_rows<6, 4>(M, N, K, A, lda, panels, nb, C);
-  if (nbs - nb == 3) run_rows<8, 3>(M, N, K, A, lda, panels, nb, C);
-  else if (nbs - nb == 2) run_rows<12, 2>(M, N, K, A, lda, panels, nb, C);
-  else if (nbs - nb == 1) run_rows<16, 1>(M, N, K, A, lda, panels, nb, C);
+  for (; nb + 4 <= nbs; nb += 4) run_rows<6, 4>(M, N, A, panels, nb, C);
+  if (nbs - nb == 3) run_rows<8, 3>(M, N, A, panels, nb, C);
+  else if (nbs - nb == 2) run_rows<12, 2>(M, N, A, panels, nb, C);
+  else if (nbs - nb == 1) run_rows<16, 1>(M, N, A, panels, nb, C);
 #endif
+}
+
+void qgemm_u8_panels_s32(int M, int N, int K, const uint8_t* A, int lda, const int8_t* panels, int32_t* C) {
+  BS_CHECK(qgemm_panels_usable(N, K), "qgemm panels: unsupported CPU or shape N = ", N, ", K = ", K);
+  BS_CHECK(lda >= K, "qgemm panels: lda ", lda, " < K ", K);
+  if (M <= 0) return;
+  std::vector<const uint8_t*> rows(static_cast<size_t>(M));
+  for (int m = 0; m < M; ++m) rows[size_t(m)] = A + size_t(m) * lda;
+  qgemm_u8_panels_rows_s32(M, N, PanelRows{rows.data(), 1, K / 4, 0}, panels, C);
 }
 
 }  // namespace bitswitch::deploy

@@ -31,6 +31,18 @@ void qgemm_panels_from_rows(const int8_t* B, int N, int K, int8_t* out);
 // Packed `bits`-bit rows (packing.h layout, row r at r * ceil(K*bits/8)) -> panels.
 void qgemm_panels_from_packed(const uint8_t* B_packed, int bits, int N, int K, int8_t* out);
 
+// A without im2col: row m of A is `segs` segments of seg_q * 4 bytes, segment i starting at
+// rows[m] + i * seg_stride. For a k x k convolution over a zero-padded NHWC input of C channels,
+// rows[m] points at the top-left input pixel of output pixel m, segs = k, seg_q = k*C/4 and
+// seg_stride = padded width * C; K = segs * seg_q * 4.
+struct PanelRows {
+  const uint8_t* const* rows;
+  int segs;
+  int seg_q;
+  size_t seg_stride;
+};
+void qgemm_u8_panels_rows_s32(int M, int N, const PanelRows& A, const int8_t* panels, int32_t* C);
+
 // C (M x N, row stride N) = A (M x K, row stride lda >= K) x B^T, B given as panels.
 void qgemm_u8_panels_s32(int M, int N, int K, const uint8_t* A, int lda, const int8_t* panels, int32_t* C);
 

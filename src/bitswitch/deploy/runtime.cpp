@@ -5,6 +5,15 @@
 
 #include <omp.h>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+// GCC 12 warns falsely about the undefined vectors inside its own AVX-512 intrinsic headers.
+#if !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -29,6 +38,7 @@ struct Op {
   std::vector<int8_t> panels; // 8-bit integer ops on the panel kernel: the codes as VNNI panels
   std::vector<float> wf;      // float: N x K
   std::vector<float> bias_fp; // float layers: bias, added in double
+  std::vector<double> wt;     // float layers: the weights transposed, K x N, in double
   // Epilogue, the arithmetic of nn::set_integer_eval: y = (acc * as[c] + bias[c]) * alpha[c] + beta[c]
   // (float, each operation rounded; as = a * s_c, bias 0 when absent, alpha 1 / beta 0 without BN).
   std::vector<float> as, bias, alpha, beta;
@@ -78,10 +88,18 @@ void im2col(const T* x, int n, int h, int w, int c, const Op& op, T* col) {
     for (int oy = 0; oy < ho; ++oy)
       for (int ox = 0; ox < wo; ++ox) {
         T* dst = col + ((size_t(b) * ho + oy) * wo + ox) * row;
+        const int ix0 = ox * op.stride - op.padding;
+        const bool x_inside = ix0 >= 0 && ix0 + k <= w;
         for (int ky = 0; ky < k; ++ky) {
           const int iy = oy * op.stride - op.padding + ky;
+          if (x_inside && iy >= 0 && iy < h) {
+            // The k input pixels of this kernel row are contiguous in NHWC: one copy.
+            std::memcpy(dst, x + ((size_t(b) * h + iy) * w + ix0) * c, sizeof(T) * size_t(k) * c);
+            dst += size_t(k) * c;
+            continue;
+          }
           for (int kx = 0; kx < k; ++kx, dst += c) {
-            const int ix = ox * op.stride - op.padding + kx;
+            const int ix = ix0 + kx;
             if (iy < 0 || iy >= h || ix < 0 || ix >= w) std::memset(dst, 0, sizeof(T) * c);
             else copy_channels(dst, x + ((size_t(b) * h + iy) * w + ix) * c, c);
           }
@@ -114,7 +132,8 @@ void epilogue_float(const int32_t* __restrict acc, int M, int N, Epi e, float lo
 
 // BN, ReLU and the next layer's quantizer.
 BS_CLONES
-void epilogue_requant(const int32_t* __restrict acc, int M, int N, Epi e, float inv, float qmax, uint8_t* __restrict q) {
+void epilogue_requant_portable(const int32_t* __restrict acc, int M, int N, Epi e, float inv, float qmax,
+                               uint8_t* __restrict q) {
   for (int m = 0; m < M; ++m) {
     const int32_t* a = acc + size_t(m) * N;
     uint8_t* d = q + size_t(m) * N;
@@ -123,9 +142,65 @@ void epilogue_requant(const int32_t* __restrict acc, int M, int N, Epi e, float 
   }
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#define BS_RUNTIME_AVX512 1
+#define BS_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
+// 16 channels of epi(acc): the same operations, in the same order, as epi_value (no FMA).
+BS_TARGET_AVX512 inline __m512 epi16(const int32_t* a, const Epi& e, int j) {
+  __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(a + j)), _mm512_loadu_ps(e.as + j));
+  v = _mm512_add_ps(v, _mm512_loadu_ps(e.bias + j));
+  v = _mm512_mul_ps(v, _mm512_loadu_ps(e.alpha + j));
+  return _mm512_add_ps(v, _mm512_loadu_ps(e.beta + j));
+}
+
+// N % 16 == 0 (every channel count of the supported networks): 16 channels per vector, where
+// the auto-vectoriser leaves rows of 16 to a scalar loop.
+BS_TARGET_AVX512 void epilogue_requant_avx512(const int32_t* __restrict acc, int M, int N, Epi e, float inv,
+                                              float qmax, uint8_t* __restrict q) {
+  const __m512 vinv = _mm512_set1_ps(inv), vqmax = _mm512_set1_ps(qmax), zero = _mm512_setzero_ps();
+  for (int m = 0; m < M; ++m) {
+    const int32_t* a = acc + size_t(m) * N;
+    uint8_t* d = q + size_t(m) * N;
+    for (int j = 0; j < N; j += 16) {
+      __m512 v = _mm512_max_ps(epi16(a, e, j), zero);
+      v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, vinv), zero), vqmax);
+      v = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(d + j), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)));
+    }
+  }
+}
+
+BS_TARGET_AVX512 void epilogue_residual_avx512(const int32_t* __restrict acc, int M, int N, Epi e,
+                                               const float* shortcut, float* y) {
+  const __m512 zero = _mm512_setzero_ps();
+  for (int m = 0; m < M; ++m) {
+    const size_t r = size_t(m) * N;
+    for (int j = 0; j < N; j += 16) {
+      const __m512 v = _mm512_add_ps(epi16(acc + r, e, j), _mm512_loadu_ps(shortcut + r + j));
+      _mm512_storeu_ps(y + r + j, _mm512_max_ps(v, zero));
+    }
+  }
+}
+
+bool cpu_avx512() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+}
+#else
+#define BS_RUNTIME_AVX512 0
+#endif
+
+void epilogue_requant(const int32_t* acc, int M, int N, Epi e, float inv, float qmax, uint8_t* q) {
+#if BS_RUNTIME_AVX512
+  static const bool avx512 = cpu_avx512();
+  if (avx512 && N % 16 == 0) return epilogue_requant_avx512(acc, M, N, e, inv, qmax, q);
+#endif
+  epilogue_requant_portable(acc, M, N, e, inv, qmax, q);
+}
+
 // relu(epi(acc) + shortcut); `y` may be `shortcut` (same element read then written).
 BS_CLONES
-void epilogue_residual(const int32_t* __restrict acc, int M, int N, Epi e, const float* shortcut, float* y) {
+void epilogue_residual_portable(const int32_t* __restrict acc, int M, int N, Epi e, const float* shortcut, float* y) {
   for (int m = 0; m < M; ++m) {
     const size_t r = size_t(m) * N;
 #pragma omp simd
@@ -133,12 +208,45 @@ void epilogue_residual(const int32_t* __restrict acc, int M, int N, Epi e, const
   }
 }
 
+void epilogue_residual(const int32_t* acc, int M, int N, Epi e, const float* shortcut, float* y) {
+#if BS_RUNTIME_AVX512
+  static const bool avx512 = cpu_avx512();
+  if (avx512 && N % 16 == 0) return epilogue_residual_avx512(acc, M, N, e, shortcut, y);
+#endif
+  epilogue_residual_portable(acc, M, N, e, shortcut, y);
+}
+
+// Full-precision layer rows: y[m][j] = (sum_k A[m][k] * W[k][j] in double, in k order) + bias[j],
+// rounded to float, then BN (alpha, beta) and an optional ReLU. `acc`: N doubles of scratch.
+BS_CLONES
+void conv_float_rows(const float* __restrict A, int M, int K, int N, const double* __restrict wt,
+                     const float* __restrict bias, const float* __restrict alpha, const float* __restrict beta,
+                     bool relu, float* __restrict y, double* __restrict acc) {
+  for (int m = 0; m < M; ++m) {
+    const float* a = A + size_t(m) * K;
+    for (int j = 0; j < N; ++j) acc[j] = 0;
+    for (int k = 0; k < K; ++k) {
+      const double av = a[k];
+      const double* wk = wt + size_t(k) * N;
+#pragma omp simd
+      for (int j = 0; j < N; ++j) acc[j] += av * wk[j];
+    }
+    float* d = y + size_t(m) * N;
+    for (int j = 0; j < N; ++j) {
+      const float v = float(bias ? acc[j] + double(bias[j]) : acc[j]) * alpha[j] + beta[j];
+      d[j] = relu ? std::max(v, 0.0f) : v;
+    }
+  }
+}
+
 struct Scratch {
   std::vector<uint8_t> col, q0, q1, q2;
   std::vector<int8_t> panels;  // low-bit weights unpacked for one GEMM call
+  std::vector<const uint8_t*> rows;  // per output pixel: its first input row (implicit GEMM)
   std::vector<float> in;
   std::vector<int32_t> acc;
   std::vector<float> fcol, f0, f1, f2;
+  std::vector<double> dacc;
 };
 
 template <typename T>
@@ -149,7 +257,7 @@ T* sized(std::vector<T>& v, size_t n) {
 
 // Splits [0, rows) over `threads` (OpenMP) when threads > 1.
 void parallel_rows(int rows, int threads, const std::function<void(int, int)>& fn) {
-  if (threads <= 1 || rows < 64) {
+  if (threads <= 1 || rows < 256) {
     fn(0, rows);
     return;
   }
@@ -181,24 +289,54 @@ struct Runtime::Impl {
   // Integer conv/linear on uint8 codes [n,h,w,C] -> int32 acc [n*ho*wo, N].
   void gemm_int(const Op& o, const uint8_t* x, int n, int h, int w, Scratch& s, int inner) const {
     const int ho = o.out_dim(h), wo = o.out_dim(w), M = n * ho * wo, K = o.K();
-    const uint8_t* A = x;
-    if (!(o.kernel == 1 && o.stride == 1 && o.padding == 0)) {
-      uint8_t* col = sized(s.col, size_t(M) * K);
-      im2col(x, n, h, w, o.in, o, col);
-      A = col;
-    }
     int32_t* C = sized(s.acc, size_t(M) * o.out);
-    if (use_panels(o)) {
+    if (use_panels(o) && (o.kernel * o.in) % 4 == 0) {
       const int8_t* panels = o.panels.data();
       if (o.bits != 8) {
         // Packed low-bit codes are unpacked into panels here, once for all M rows of the call.
         panels = sized(s.panels, qgemm_panels_bytes(o.out, K));
         qgemm_panels_from_packed(o.wq.data(), o.bits, o.out, K, s.panels.data());
       }
+      // No im2col: each output pixel reads its k rows of k*C input codes in place, from a
+      // zero-padded copy of the input when the conv pads.
+      const uint8_t* src = x;
+      int hp = h, wp = w;
+      if (o.padding > 0) {
+        hp = h + 2 * o.padding, wp = w + 2 * o.padding;
+        uint8_t* pad = sized(s.col, size_t(n) * hp * wp * o.in);
+        const size_t row = size_t(w) * o.in;
+        for (int b = 0; b < n; ++b) {
+          uint8_t* img = pad + size_t(b) * hp * wp * o.in;
+          std::memset(img, 0, size_t(o.padding) * wp * o.in);
+          for (int y = 0; y < h; ++y) {
+            uint8_t* r = img + (size_t(y + o.padding) * wp) * o.in;
+            std::memset(r, 0, size_t(o.padding) * o.in);
+            std::memcpy(r + size_t(o.padding) * o.in, x + (size_t(b) * h + y) * row, row);
+            std::memset(r + size_t(o.padding) * o.in + row, 0, size_t(o.padding) * o.in);
+          }
+          std::memset(img + size_t(h + o.padding) * wp * o.in, 0, size_t(o.padding) * wp * o.in);
+        }
+        src = pad;
+      }
+      std::vector<const uint8_t*>& rows = s.rows;
+      rows.resize(size_t(M));
+      for (int b = 0, m = 0; b < n; ++b)
+        for (int oy = 0; oy < ho; ++oy)
+          for (int ox = 0; ox < wo; ++ox, ++m)
+            rows[size_t(m)] = src + ((size_t(b) * hp + size_t(oy) * o.stride) * wp + size_t(ox) * o.stride) * o.in;
+      const PanelRows pr{nullptr, o.kernel, o.kernel * o.in / 4, size_t(wp) * o.in};
       parallel_rows(M, inner, [&](int r0, int r1) {
-        qgemm_u8_panels_s32(r1 - r0, o.out, K, A + size_t(r0) * K, K, panels, C + size_t(r0) * o.out);
+        PanelRows part = pr;
+        part.rows = rows.data() + r0;
+        qgemm_u8_panels_rows_s32(r1 - r0, o.out, part, panels, C + size_t(r0) * o.out);
       });
       return;
+    }
+    const uint8_t* A = x;
+    if (!(o.kernel == 1 && o.stride == 1 && o.padding == 0)) {
+      uint8_t* col = sized(s.col, size_t(M) * K);
+      im2col(x, n, h, w, o.in, o, col);
+      A = col;
     }
     parallel_rows(M, inner, [&](int r0, int r1) {
       if (o.bits == 8)
@@ -220,17 +358,8 @@ struct Runtime::Impl {
     }
     // Double accumulation (float products are exact in double), one rounding to float, then
     // BN: the arithmetic of nn::set_integer_eval for full-precision layers.
-    for (int m = 0; m < M; ++m) {
-      const float* a = A + size_t(m) * K;
-      for (int j = 0; j < N; ++j) {
-        const float* b = o.wf.data() + size_t(j) * K;
-        double acc = o.bias_fp.empty() ? 0.0 : double(o.bias_fp[j]);
-        double part = 0;
-        for (int k = 0; k < K; ++k) part += double(a[k]) * double(b[k]);
-        const float v = float(part + acc) * o.alpha[j] + o.beta[j];
-        y[size_t(m) * N + j] = relu ? std::max(v, 0.0f) : v;
-      }
-    }
+    conv_float_rows(A, M, K, N, o.wt.data(), o.bias_fp.empty() ? nullptr : o.bias_fp.data(), o.alpha.data(),
+                    o.beta.data(), relu, y, sized(s.dacc, size_t(N)));
   }
 
   static Epi epi(const Op& o) { return Epi{o.as.data(), o.bias.data(), o.alpha.data(), o.beta.data()}; }
@@ -306,6 +435,9 @@ void Runtime::Impl::prepare(const Artifact& a) {
       if (l.quantized) reorder([&](size_t i) { return float(l.codes[i]) * l.scale[i / size_t(K)]; }, o.wf);
       else reorder([&](size_t i) { return l.weight[i]; }, o.wf);
       o.bias_fp = l.bias;
+      o.wt.resize(o.wf.size());
+      for (int r = 0; r < o.out; ++r)
+        for (int k = 0; k < K; ++k) o.wt[size_t(k) * o.out + r] = double(o.wf[size_t(r) * K + k]);
       weight_bytes += o.wf.size() * sizeof(float);
     }
     if (auto it = bn_of.find(l.name); it != bn_of.end()) {
