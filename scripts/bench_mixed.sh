@@ -12,7 +12,8 @@
 #           (writes runs/mixed-tiny/mixed.md, not docs/mixed.md).
 # Environment: CKPT (default runs/main/checkpoint.pt), OUT (runs/mixed), CONFIG (the config
 # of the starting run, default configs/fmnist-resnet20.yaml), HASB_EPOCHS (2), HASB_LR (1e-4), TARGETS ("4 5";
-# "3" for {4,3,2}), RANDOM_N (10), IMAGES (1000), PROBES (20), THREADS (0: all cores).
+# "3" for {4,3,2}), RANDOM_N (10), IMAGES (1000), PROBES (20), THREADS (0: all cores),
+# TRAIN_LIMIT / TEST_LIMIT (use only the first N training / test images; default all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=build/bitswitch
@@ -32,6 +33,9 @@ SWEEP=${SWEEP:-avg-bits:2:8:13}
 DOC=docs/mixed.md
 LIMITS=()
 TRAIN_LIMITS=()
+# Optional smaller runs: TRAIN_LIMIT (HASB training images), TEST_LIMIT (evaluation images).
+if [ -n "${TRAIN_LIMIT:-}" ]; then TRAIN_LIMITS+=(--train-limit "$TRAIN_LIMIT"); fi
+if [ -n "${TEST_LIMIT:-}" ]; then LIMITS+=(--test-limit "$TEST_LIMIT"); TRAIN_LIMITS+=(--test-limit "$TEST_LIMIT"); fi
 if [ "${1:-}" = "--tiny" ]; then
   OUT=${OUT/%mixed/mixed-tiny}
   HASB_EPOCHS=1 RANDOM_N=2 IMAGES=64 PROBES=3 SWEEP=avg-bits:3:6:4

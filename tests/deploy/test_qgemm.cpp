@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -262,6 +263,22 @@ TEST(QgemmPanels, MatchesReferenceOnConvShapesAndEveryWidth) {
       }
       qgemm_u8_panels_s32(M, N, K, A.data(), lda, panels.data(), got.data());
       ASSERT_EQ(got, want) << "M " << M << " N " << N << " K " << K << " bits " << bits;
+      if (bits < 8) {
+        // Packed panels: round trip, and the kernel that unpacks inside its K loop.
+        std::vector<uint8_t> packed(qgemm_packed_panels_bytes(N, K, bits));
+        qgemm_pack_panels(panels.data(), N, K, bits, packed.data());
+        std::vector<int8_t> back(panels.size());
+        qgemm_unpack_panels(packed.data(), N, K, bits, back.data());
+        ASSERT_EQ(back, panels) << bits;
+        if (qgemm_packed_panels_supported()) {
+          std::vector<const uint8_t*> rows(static_cast<size_t>(M));
+          for (int m = 0; m < M; ++m) rows[size_t(m)] = &A[size_t(m) * lda];
+          std::fill(got.begin(), got.end(), -1);
+          qgemm_u8_panels_rows_s32(M, N, PanelRows{rows.data(), 1, K / 4, 0},
+                                   reinterpret_cast<const int8_t*>(packed.data()), got.data(), bits);
+          ASSERT_EQ(got, want) << "packed panels, M " << M << " N " << N << " K " << K << " bits " << bits;
+        }
+      }
     }
   }
   EXPECT_FALSE(qgemm_panels_usable(16, 18));

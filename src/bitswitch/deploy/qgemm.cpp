@@ -36,14 +36,7 @@ bool cpu_avx2() {
 
 bool cpu_avx512_vnni() { return simd::cpu_avx512_vnni(); }
 
-bool cpu_avx512_vbmi() {
-#if BS_QGEMM_X86
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512vbmi");
-#else
-  return false;
-#endif
-}
+bool cpu_avx512_vbmi() { return simd::cpu_avx512_vbmi(); }
 
 // ---------------------------------------------------------------------------------------------
 // Driver.
@@ -110,8 +103,6 @@ void drive(int M, int N, int K, const uint8_t* A, const uint8_t* B, size_t b_row
 #if BS_QGEMM_X86
 
 #define BS_TARGET_AVX2 __attribute__((target("avx2")))
-#define BS_TARGET_VNNI_VBMI \
-  __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")))
 #define BS_INLINE inline __attribute__((always_inline))
 
 // ---------------------------------------------------------------------------------------------
@@ -263,30 +254,8 @@ BS_TARGET_VNNI void micro_vnni_s8(const uint8_t* const* a, const uint8_t* const*
   _mm512_storeu_si512(out, vnni_reduce16(acc));
 }
 
-// Unpacking 64 codes of BITS < 8 bits (8*BITS bytes): vpermb copies bytes [j*BITS, j*BITS+8)
-// into qword j (which then starts with code 8j), vpmultishiftqb moves code 8j+i (at bit i*BITS
-// of the qword) into byte i, then (x & mask ^ sign) - sign sign-extends the low BITS bits.
-template <int BITS>
-struct VbmiTables {
-  alignas(64) uint8_t idx[64];
-  alignas(64) uint8_t ctrl[64];
-  constexpr VbmiTables() : idx(), ctrl() {
-    for (int p = 0; p < 64; ++p) {
-      idx[p] = uint8_t((p / 8) * BITS + p % 8);
-      ctrl[p] = uint8_t((p % 8) * BITS);
-    }
-  }
-};
-template <int BITS>
-constexpr VbmiTables<BITS> kVbmiTables{};
-
-BS_TARGET_VNNI_VBMI BS_INLINE __m512i vbmi_unpack(__m512i raw, __m512i idx, __m512i ctrl, __m512i low,
-                                                  __m512i sign) {
-  const __m512i fields = _mm512_multishift_epi64_epi8(ctrl, _mm512_permutexvar_epi8(idx, raw));
-  // (fields & low) ^ sign in one ternary-logic op: (A & B) ^ C = 0x6A.
-  const __m512i biased = _mm512_ternarylogic_epi32(fields, low, sign, 0x6A);
-  return _mm512_sub_epi8(biased, sign);
-}
+using simd::kVbmiTables;
+using simd::vbmi_unpack;
 
 // The packed kernels also use 4 x 4 blocks: 4 A loads and 4 B unpacks per 16 vpdpbusd
 // measured faster on Zen 4 than 8 x 2 (8 A loads + 2 unpacks, load-bound).

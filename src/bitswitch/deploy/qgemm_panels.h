@@ -7,9 +7,9 @@
 // accumulators (MR output pixels x NB*16 channels), and for every 4 k broadcasts one 32-bit
 // group of each A row and multiplies it with NB panel vectors (vpdpbusd): no horizontal
 // reductions, and each accumulator row is 16 channels of one output pixel, ready for a
-// per-channel epilogue. Packed low-bit weights are unpacked into panels per GEMM call
-// (qgemm_panels_from_packed), once per call for all M rows, so the weight bytes read from
-// memory fall with the width.
+// per-channel epilogue. Low-bit weights stay packed in panel order and are unpacked inside the
+// K loop (AVX-512 VBMI: one vpermb + vpmultishiftqb per 64 codes), so the weight bytes read fall
+// with the width; without VBMI they are unpacked into panels once per GEMM call.
 //
 // Requires K % 4 == 0 (im2col rows of C_in % 4 == 0 channels); callers check
 // qgemm_panels_usable() and otherwise use qgemm.h. The scalar reference is qgemm_u8s8_s32_ref.
@@ -41,7 +41,18 @@ struct PanelRows {
   int seg_q;
   size_t seg_stride;
 };
-void qgemm_u8_panels_rows_s32(int M, int N, const PanelRows& A, const int8_t* panels, int32_t* C);
+// `bits` 8: `panels` as qgemm_panels_from_rows makes them. bits < 8: "packed panels"
+// (qgemm_pack_panels), unpacked 64 codes at a time inside the K loop (needs AVX-512 VBMI).
+void qgemm_u8_panels_rows_s32(int M, int N, const PanelRows& A, const int8_t* panels, int32_t* C, int bits = 8);
+
+// Packed panels: each 64-byte panel vector's codes packed to `bits` bits (8*bits bytes, the
+// LSB-first stream of packing.h), in panel order, so the kernel unpacks a whole vector with one
+// vpermb + vpmultishiftqb. The weights stay `bits` bits per code in memory.
+bool qgemm_packed_panels_supported();
+size_t qgemm_packed_panels_bytes(int N, int K, int bits);
+void qgemm_pack_panels(const int8_t* panels, int N, int K, int bits, uint8_t* out);
+// The inverse: packed panels -> int8 panels (64 codes per VBMI unpack; scalar without VBMI).
+void qgemm_unpack_panels(const uint8_t* packed, int N, int K, int bits, int8_t* out);
 
 // C (M x N, row stride N) = A (M x K, row stride lda >= K) x B^T, B given as panels.
 void qgemm_u8_panels_s32(int M, int N, int K, const uint8_t* A, int lda, const int8_t* panels, int32_t* C);

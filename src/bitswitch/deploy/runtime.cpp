@@ -35,7 +35,8 @@ struct Op {
   int bits = 8;               // weight code width (integer ops)
   float act_inv = 1, act_qmax = 255;
   std::vector<uint8_t> wq;    // integer: N rows of K codes, int8 or packed `bits`-bit
-  std::vector<int8_t> panels; // 8-bit integer ops on the panel kernel: the codes as VNNI panels
+  std::vector<int8_t> panels; // panel-kernel ops: int8 panels (8 bits) or packed panels (fewer bits)
+  int index = 0;              // position in Runtime::Impl::ops
   std::vector<float> wf;      // float: N x K
   std::vector<float> bias_fp; // float layers: bias, added in double
   std::vector<double> wt;     // float layers: the weights transposed, K x N, in double
@@ -242,6 +243,7 @@ void conv_float_rows(const float* __restrict A, int M, int K, int N, const doubl
 struct Scratch {
   std::vector<uint8_t> col, q0, q1, q2;
   std::vector<int8_t> panels;  // low-bit weights unpacked for one GEMM call
+  const std::vector<std::vector<int8_t>>* unpacked = nullptr;  // per op index: int8 panels of this call
   std::vector<const uint8_t*> rows;  // per output pixel: its first input row (implicit GEMM)
   std::vector<float> in;
   std::vector<int32_t> acc;
@@ -281,6 +283,19 @@ struct Runtime::Impl {
   size_t weight_bytes = 0;
 
   void prepare(const Artifact& a);
+  bool unpack_in_gemm = false;
+  // Low-bit panels of every op, unpacked to int8 for one inference call.
+  std::vector<std::vector<int8_t>> unpack_all() const {
+    std::vector<std::vector<int8_t>> out(ops.size());
+    if (unpack_in_gemm) return out;
+    for (const auto& [_, o] : ops)
+      if (o.integer && o.bits != 8 && !o.panels.empty()) {
+        auto& u = out[size_t(o.index)];
+        u.resize(qgemm_panels_bytes(o.out, o.K()));
+        qgemm_unpack_panels(reinterpret_cast<const uint8_t*>(o.panels.data()), o.out, o.K(), o.bits, u.data());
+      }
+    return out;
+  }
   bool use_panels(const Op& o) const { return isa == QgemmIsa::kAvx512Vnni && qgemm_panels_usable(o.out, o.K()); }
   const Op& op(const std::string& name) const { return ops.at(name); }
 
@@ -292,10 +307,14 @@ struct Runtime::Impl {
     int32_t* C = sized(s.acc, size_t(M) * o.out);
     if (use_panels(o) && (o.kernel * o.in) % 4 == 0) {
       const int8_t* panels = o.panels.data();
+      int panel_bits = 8;
       if (o.bits != 8) {
-        // Packed low-bit codes are unpacked into panels here, once for all M rows of the call.
-        panels = sized(s.panels, qgemm_panels_bytes(o.out, K));
-        qgemm_panels_from_packed(o.wq.data(), o.bits, o.out, K, s.panels.data());
+        if (unpack_in_gemm) {
+          panel_bits = o.bits;  // packed panels, unpacked inside the GEMM's K loop
+        } else {
+          // Unpacked once per inference call (Runtime::forward), shared by its tiles and threads.
+          panels = s.unpacked->at(size_t(o.index)).data();
+        }
       }
       // No im2col: each output pixel reads its k rows of k*C input codes in place, from a
       // zero-padded copy of the input when the conv pads.
@@ -328,7 +347,7 @@ struct Runtime::Impl {
       parallel_rows(M, inner, [&](int r0, int r1) {
         PanelRows part = pr;
         part.rows = rows.data() + r0;
-        qgemm_u8_panels_rows_s32(r1 - r0, o.out, part, panels, C + size_t(r0) * o.out);
+        qgemm_u8_panels_rows_s32(r1 - r0, o.out, part, panels, C + size_t(r0) * o.out, panel_bits);
       });
       return;
     }
@@ -579,11 +598,23 @@ Runtime::Runtime(const Artifact& model, RuntimeOptions options) : impl_(std::mak
   impl_->threads = options.threads > 0 ? options.threads : int(std::max(1u, std::thread::hardware_concurrency()));
   impl_->isa = options.isa == QgemmIsa::kAuto ? qgemm_auto_isa(false) : options.isa;
   BS_CHECK(qgemm_isa_supported(impl_->isa), "GEMM path '", qgemm_isa_name(impl_->isa), "' is not supported on this CPU");
-  for (auto& [_, o] : impl_->ops)
-    if (o.integer && o.bits == 8 && impl_->use_panels(o)) {
+  for (auto& [_, o] : impl_->ops) {
+    if (!o.integer || !impl_->use_panels(o)) continue;
+    if (o.bits == 8) {
       o.panels.resize(qgemm_panels_bytes(o.out, o.K()));
       qgemm_panels_from_rows(reinterpret_cast<const int8_t*>(o.wq.data()), o.out, o.K(), o.panels.data());
+    } else {
+      // The l-bit codes re-ordered into panel order, still l bits each: the resident weights
+      // (and the bytes read from memory per inference) fall with the width.
+      std::vector<int8_t> tmp(qgemm_panels_bytes(o.out, o.K()));
+      qgemm_panels_from_packed(o.wq.data(), o.bits, o.out, o.K(), tmp.data());
+      o.panels.resize(qgemm_packed_panels_bytes(o.out, o.K(), o.bits));
+      qgemm_pack_panels(tmp.data(), o.out, o.K(), o.bits, reinterpret_cast<uint8_t*>(o.panels.data()));
     }
+  }
+  impl_->unpack_in_gemm = options.unpack_in_gemm && qgemm_packed_panels_supported();
+  int index = 0;
+  for (auto& [_, o] : impl_->ops) o.index = index++;
   BS_CHECK(options.tile >= 1, "runtime tile must be >= 1");
   impl_->tile = options.tile;
 }
@@ -611,9 +642,12 @@ void Runtime::forward(const float* images, int n, int height, int width, float* 
   const size_t in_elems = size_t(im.meta.in_channels) * height * width;
   const size_t out_elems = size_t(im.meta.num_classes);
   const int T = im.threads;
+  // Packed low-bit weights, unpacked once for this call (the bytes read fall with the width).
+  const auto unpacked = im.unpack_all();
   if (n < T * 2) {
     // Few images: one tile at a time, GEMM rows split over the threads.
     Scratch s;
+    s.unpacked = &unpacked;
     for (int b = 0; b < n; b += im.tile) {
       const int m = std::min(im.tile, n - b);
       im.forward_tile(images + size_t(b) * in_elems, m, height, width, logits + size_t(b) * out_elems, s, T);
@@ -625,6 +659,7 @@ void Runtime::forward(const float* images, int n, int height, int width, float* 
 #pragma omp parallel num_threads(T)
   {
     Scratch s;
+    s.unpacked = &unpacked;
 #pragma omp for schedule(dynamic, 1)
     for (int t = 0; t < tiles; ++t) {
       const int b = t * im.tile, m = std::min(im.tile, n - b);

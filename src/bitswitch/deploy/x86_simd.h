@@ -11,7 +11,10 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 #include <immintrin.h>
+
+#include <cstdint>
 #define BS_TARGET_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+#define BS_TARGET_VNNI_VBMI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")))
 #else
 #define BS_DEPLOY_X86 0
 #endif
@@ -29,7 +32,42 @@ inline bool cpu_avx512_vnni() {
 #endif
 }
 
+inline bool cpu_avx512_vbmi() {
 #if BS_DEPLOY_X86
+  __builtin_cpu_init();
+  return cpu_avx512_vnni() && __builtin_cpu_supports("avx512vbmi");
+#else
+  return false;
+#endif
+}
+
+#if BS_DEPLOY_X86
+// Unpacking 64 codes of BITS < 8 bits (8*BITS bytes, the LSB-first stream of packing.h): vpermb
+// copies bytes [j*BITS, j*BITS+8) into qword j (which then starts with code 8j), vpmultishiftqb
+// moves code 8j+i (at bit i*BITS of the qword) into byte i, then (x & mask ^ sign) - sign
+// sign-extends the low BITS bits.
+template <int BITS>
+struct VbmiTables {
+  alignas(64) uint8_t idx[64];
+  alignas(64) uint8_t ctrl[64];
+  constexpr VbmiTables() : idx(), ctrl() {
+    for (int p = 0; p < 64; ++p) {
+      idx[p] = uint8_t((p / 8) * BITS + p % 8);
+      ctrl[p] = uint8_t((p % 8) * BITS);
+    }
+  }
+};
+template <int BITS>
+constexpr VbmiTables<BITS> kVbmiTables{};
+
+BS_TARGET_VNNI_VBMI inline __attribute__((always_inline)) __m512i vbmi_unpack(__m512i raw, __m512i idx, __m512i ctrl,
+                                                                            __m512i low, __m512i sign) {
+  const __m512i fields = _mm512_multishift_epi64_epi8(ctrl, _mm512_permutexvar_epi8(idx, raw));
+  // (fields & low) ^ sign in one ternary-logic op: (A & B) ^ C = 0x6A.
+  const __m512i biased = _mm512_ternarylogic_epi32(fields, low, sign, 0x6A);
+  return _mm512_sub_epi8(biased, sign);
+}
+
 // c += dot4(x as u8, y as s8) per int32 lane. GCC 12 copies the accumulator around every
 // _mm512_dpbusd_epi32 (two extra moves per instruction), so GCC gets the instruction directly.
 BS_TARGET_VNNI inline __attribute__((always_inline)) __m512i dpbusd(__m512i c, __m512i x, __m512i y) {
