@@ -1,13 +1,13 @@
 // The `bitswitch` command line: thin wrappers over the library. Each area registers its
 // subcommands in its own file (train_commands.cpp, ...); run() parses and dispatches.
 #pragma once
+#include <CLI/CLI.hpp>
+
 #include <functional>
+#include <memory>
+#include <string>
 #include <utility>
 #include <vector>
-
-namespace CLI {
-class App;
-}
 
 namespace bitswitch::cli {
 
@@ -16,6 +16,14 @@ namespace bitswitch::cli {
 class CommandTable {
  public:
   void add(CLI::App* subcommand, std::function<int()> runner) { entries_.emplace_back(subcommand, std::move(runner)); }
+  // Subcommand `name` backed by a Cmd with `void add(CLI::App&)` (its options) and `int run()`.
+  template <typename Cmd>
+  void add_command(CLI::App& app, const std::string& name, const std::string& help) {
+    auto cmd = std::make_shared<Cmd>();
+    auto* sub = app.add_subcommand(name, help);
+    cmd->add(*sub);
+    add(sub, [cmd] { return cmd->run(); });
+  }
   const std::vector<std::pair<CLI::App*, std::function<int()>>>& entries() const { return entries_; }
 
  private:

@@ -254,22 +254,10 @@ struct InspectCommand {
 }  // namespace
 
 void add_deploy_commands(CLI::App& app, CommandTable& table) {
-  auto ex = std::make_shared<ExportCommand>();
-  auto* ex_app = app.add_subcommand("export", "write the INT8 master artifact (safetensors) of a checkpoint");
-  ex->add(*ex_app);
-  table.add(ex_app, [ex] { return ex->run(); });
-  auto sw = std::make_shared<SwitchCommand>();
-  auto* sw_app = app.add_subcommand("switch", "derive a lower-width (or per-layer) artifact with integer operations");
-  sw->add(*sw_app);
-  table.add(sw_app, [sw] { return sw->run(); });
-  auto inf = std::make_shared<InferCommand>();
-  auto* inf_app = app.add_subcommand("infer", "test accuracy and throughput of the integer runtime (JSON)");
-  inf->add(*inf_app);
-  table.add(inf_app, [inf] { return inf->run(); });
-  auto ins = std::make_shared<InspectCommand>();
-  auto* ins_app = app.add_subcommand("inspect", "list an artifact's layers, widths, shapes and bytes");
-  ins->add(*ins_app);
-  table.add(ins_app, [ins] { return ins->run(); });
+  table.add_command<ExportCommand>(app, "export", "write the INT8 master artifact (safetensors) of a checkpoint");
+  table.add_command<SwitchCommand>(app, "switch", "derive a lower-width (or per-layer) artifact with integer operations");
+  table.add_command<InferCommand>(app, "infer", "test accuracy and throughput of the integer runtime (JSON)");
+  table.add_command<InspectCommand>(app, "inspect", "list an artifact's layers, widths, shapes and bytes");
 }
 
 }  // namespace bitswitch::cli

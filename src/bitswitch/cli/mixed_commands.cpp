@@ -204,18 +204,9 @@ struct ReportCommand {
 }  // namespace
 
 void add_mixed_commands(CLI::App& app, CommandTable& table) {
-  auto hessian = std::make_shared<HessianCommand>();
-  auto* h = app.add_subcommand("hessian", "average Hessian trace of every quantized layer (Hutchinson)");
-  hessian->add(*h);
-  table.add(h, [hessian] { return hessian->run(); });
-  auto search = std::make_shared<SearchCommand>();
-  auto* s = app.add_subcommand("search", "per-layer widths by ILP under budgets; Pareto sweep; evaluation");
-  search->add(*s);
-  table.add(s, [search] { return search->run(); });
-  auto report = std::make_shared<ReportCommand>();
-  auto* r = app.add_subcommand("report", "one self-contained HTML page of a run (inline SVG)");
-  report->add(*r);
-  table.add(r, [report] { return report->run(); });
+  table.add_command<HessianCommand>(app, "hessian", "average Hessian trace of every quantized layer (Hutchinson)");
+  table.add_command<SearchCommand>(app, "search", "per-layer widths by ILP under budgets; Pareto sweep; evaluation");
+  table.add_command<ReportCommand>(app, "report", "one self-contained HTML page of a run (inline SVG)");
 }
 
 }  // namespace bitswitch::cli

@@ -217,13 +217,10 @@ struct EvalCommand {
 
 void add_train_commands(CLI::App& app, CommandTable& table) {
   auto train_cmd = std::make_shared<TrainCommand>();
-  auto eval_cmd = std::make_shared<EvalCommand>();
   auto* train_app = app.add_subcommand("train", "FP32 training, then one-shot joint training of all widths");
   train_cmd->add(*train_app);
   table.add(train_app, [train_cmd] { return cmd_train(*train_cmd); });
-  auto* eval_app = app.add_subcommand("eval", "test accuracy of a checkpoint at one or more widths");
-  eval_cmd->add(*eval_app);
-  table.add(eval_app, [eval_cmd] { return eval_cmd->run(); });
+  table.add_command<EvalCommand>(app, "eval", "test accuracy of a checkpoint at one or more widths");
 }
 
 }  // namespace bitswitch::cli
