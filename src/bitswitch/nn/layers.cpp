@@ -74,39 +74,45 @@ bool QuantLayer::weight_scale_initialized() const {
   return weight_scale_init_.defined() && weight_scale_init_.item<float>() > 0;
 }
 
+void QuantLayer::ensure_weight_scale(const torch::Tensor& w) {
+  if (weight_scale_initialized()) return;
+  torch::NoGradGuard ng;
+  weight_scale_.copy_(quant::init_weight_scale(w, high_bits()));
+  weight_scale_init_.fill_(1);
+}
+
+void QuantLayer::ensure_act_scale(const torch::Tensor& x) {
+  auto& init = act_scale_init_.at(bits_.act);
+  if (init.item<float>() != 0) return;
+  torch::NoGradGuard ng;
+  auto& scale = act_scale_.at(bits_.act);
+  if (qopt_.signed_input()) {
+    const double qp = quant::signed_qmax(bits_.act);
+    scale.copy_((2.0 * x.detach().abs().mean() / std::sqrt(qp)).clamp_min(1e-8).reshape({1}));
+  } else {
+    auto s = qopt_.act_init_mse() ? quant::init_act_scale_mse(x, bits_.act) : quant::init_act_scale(x, bits_.act);
+    if (act_init_reducer()) s = act_init_reducer()(s);
+    scale.copy_(s);
+  }
+  init.fill_(1);
+}
+
 torch::Tensor QuantLayer::quant_weight(torch::Tensor& w) {
   if (bits_.weight == kFloatBits) return w;
-  if (!weight_scale_initialized()) {
-    torch::NoGradGuard ng;
-    weight_scale_.copy_(quant::init_weight_scale(w, high_bits()));
-    weight_scale_init_.fill_(1);
-  }
+  ensure_weight_scale(w);
   quant::WeightQuantSpec spec{high_bits(), bits_.weight, qopt_.rounding(), qopt_.exact_scale_grad()};
   return quant::fake_quant_weight(w, weight_scale_, spec, qopt_.impl());
 }
 
 torch::Tensor QuantLayer::quant_input(const torch::Tensor& x) {
   if (bits_.act == kFloatBits || !qopt_.quantize_input()) return x;
+  ensure_act_scale(x);
   auto& scale = act_scale_.at(bits_.act);
-  auto& init = act_scale_init_.at(bits_.act);
   if (qopt_.signed_input()) {
     // Signed, symmetric, per tensor: the weight quantizer with one "channel" and no second
     // rounding (h = l) is exactly that, LSQ gradients included (g = 1 / sqrt(numel * Qp)).
-    if (init.item<float>() == 0) {
-      torch::NoGradGuard ng;
-      const double qp = quant::signed_qmax(bits_.act);
-      scale.copy_((2.0 * x.detach().abs().mean() / std::sqrt(qp)).clamp_min(1e-8).reshape({1}));
-      init.fill_(1);
-    }
     quant::WeightQuantSpec spec{bits_.act, bits_.act, qopt_.rounding(), false};
     return quant::fake_quant_weight(x.reshape({1, -1}), scale, spec, qopt_.impl()).view(x.sizes());
-  }
-  if (init.item<float>() == 0) {
-    torch::NoGradGuard ng;
-    auto s = qopt_.act_init_mse() ? quant::init_act_scale_mse(x, bits_.act) : quant::init_act_scale(x, bits_.act);
-    if (act_init_reducer()) s = act_init_reducer()(s);
-    scale.copy_(s);
-    init.fill_(1);
   }
   return quant::fake_quant_act(x, scale, bits_.act, qopt_.impl());
 }
@@ -118,7 +124,7 @@ QuantLayer::IntegerOperands QuantLayer::integer_operands(const torch::Tensor& x,
     ops.w = w.detach().to(torch::kFloat64);
     return ops;
   }
-  (void)quant_weight(w);  // initialises the weight scale if needed
+  ensure_weight_scale(w);
   const int h = high_bits(), l = bits_.weight;
   auto codes = quant::derive_codes(quant::weight_codes(w, weight_scale_, h), h, l, qopt_.rounding()).to(w.device());
   const auto seff = weight_scale_.detach().to(torch::kFloat32) * std::ldexp(1.0f, h - l);
@@ -130,7 +136,7 @@ QuantLayer::IntegerOperands QuantLayer::integer_operands(const torch::Tensor& x,
     ops.w = (codes.to(torch::kFloat32) * seff.view(per_channel)).to(torch::kFloat64);
     return ops;
   }
-  (void)quant_input(x);  // initialises the activation scale if needed
+  ensure_act_scale(x);
   const float a = act_scale_.at(bits_.act).item<float>();
   const float inv = 1.0f / a;  // as the activation quantizers compute it
   double x_max;

@@ -58,6 +58,10 @@ class QuantLayer {
 
  protected:
   void register_quant_state(torch::nn::Module& self, int64_t out_channels, QuantOptions opt);
+  // Scale initialisation on the first quantized use (weight scale; activation scale of the
+  // current width), shared by the fake-quant and the integer-exact paths.
+  void ensure_weight_scale(const torch::Tensor& w);
+  void ensure_act_scale(const torch::Tensor& x);
   // Fake-quantized weight and input at the current width (initialising scales lazily).
   torch::Tensor quant_weight(torch::Tensor& w);
   torch::Tensor quant_input(const torch::Tensor& x);
