@@ -48,10 +48,8 @@ struct Op {
   int out_dim(int d) const { return (d + 2 * padding - kernel) / stride + 1; }
 };
 
-// Activation quantizer of training (quant/kernels.cpp): clamp(x / a, 0, qmax), half to even.
-inline uint8_t quantize_one(float x, float inv, float qmax) {
-  return uint8_t(int(quant::round_half_even_small(std::min(std::max(x * inv, 0.0f), qmax))));
-}
+// The activation quantizer of training (quant::act_code), as a uint8 code.
+inline uint8_t quantize_one(float x, float inv, float qmax) { return uint8_t(int(quant::act_code(x, inv, qmax))); }
 
 // Hot loops, compiled for AVX-512 / AVX2 / baseline and picked at load time.
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -146,7 +144,8 @@ void epilogue_requant_portable(const int32_t* __restrict acc, int M, int N, Epi 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define BS_RUNTIME_AVX512 1
 #define BS_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
-// 16 channels of epi(acc): the same operations, in the same order, as epi_value (no FMA).
+// 16 channels of epi(acc): the same operations, in the same order, as epi_value (no FMA); the
+// requantization below is quant::act_code in vector form.
 BS_TARGET_AVX512 inline __m512 epi16(const int32_t* a, const Epi& e, int j) {
   __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(a + j)), _mm512_loadu_ps(e.as + j));
   v = _mm512_add_ps(v, _mm512_loadu_ps(e.bias + j));
@@ -242,7 +241,6 @@ void conv_float_rows(const float* __restrict A, int M, int K, int N, const doubl
 
 struct Scratch {
   std::vector<uint8_t> col, q0, q1, q2;
-  std::vector<int8_t> panels;  // low-bit weights unpacked for one GEMM call
   const std::vector<std::vector<int8_t>>* unpacked = nullptr;  // per op index: int8 panels of this call
   std::vector<const uint8_t*> rows;  // per output pixel: its first input row (implicit GEMM)
   std::vector<float> in;

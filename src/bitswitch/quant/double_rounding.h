@@ -42,6 +42,12 @@ inline float round_half_even_small(float x) {
   return (x + kMagic) - kMagic;
 }
 
+// Unsigned activation code (SPEC Sec. 2), as a float: clamp(x / a, 0, 2^b - 1) rounded half to
+// even, with inv = 1 / a computed in float. Training's quantizer and the integer runtime share it.
+inline float act_code(float x, float inv, float qmax) {
+  return round_half_even_small(std::min(std::max(x * inv, 0.0f), qmax));
+}
+
 // First rounding: float weight to its h-bit code, with inv_scale = 1 / s (computed in float).
 inline int32_t weight_code(float w, float inv_scale, int high_bits) {
   const float v = std::min(std::max(w * inv_scale, float(signed_qmin(high_bits))),

@@ -37,8 +37,7 @@ void act_fwd_span(const float* __restrict x, float* __restrict y, int64_t n, flo
                   float qp) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
-    const float v = std::min(std::max(x[i] * inv, 0.0f), qp);
-    y[i] = round_half_even_small(v) * a;
+    y[i] = act_code(x[i], inv, qp) * a;
   }
 }
 
