@@ -115,6 +115,7 @@ struct InferCommand {
   std::string input, data_dir, dataset, isa = "auto", verify;
   WidthChoice widths;
   int threads = 0, batch = 64, tile = 4;
+  bool unpack_in_gemm = false;
   int64_t test_limit = 0;
   void add(CLI::App& app) {
     app.add_option("artifact", input, "artifact (master or switched)")->required();
@@ -126,6 +127,7 @@ struct InferCommand {
     app.add_option("--test-limit", test_limit, "use the first N test images (0: all)");
     app.add_option("--isa", isa, "GEMM path: auto, scalar, avx2, avx512vnni");
     app.add_option("--tile", tile, "images per working tile of one thread")->check(CLI::PositiveNumber);
+    app.add_flag("--unpack-in-gemm", unpack_in_gemm, "unpack low-bit weights inside the GEMM loop (needs AVX-512 VBMI)");
     app.add_option("--verify", verify,
                    "checkpoint the artifact was exported from: also run its LibTorch model (integer-exact "
                    "evaluation) at the same widths and report top-1 mismatches and the largest logit difference");
@@ -135,6 +137,7 @@ struct InferCommand {
     ro.threads = threads;
     ro.isa = parse_isa(isa);
     ro.tile = tile;
+    ro.unpack_in_gemm = unpack_in_gemm;
     Artifact a = deploy::read_artifact(input);
     if (widths.given()) {
       BS_CHECK(a.master, "'", input, "' is already switched to ", a.label(), "; --bits/--layer-bits need a master artifact");
