@@ -53,9 +53,21 @@ torch::Tensor test_scale(int64_t c, uint64_t seed) {
   torch::manual_seed(seed);
   return torch::rand({c}) * 0.05 + 0.01;
 }
+// Runs the portable backward loops (what CPUs without AVX-512 run) for its lifetime.
+struct PortableKernels {
+  explicit PortableKernels(bool on) { quant::detail::force_portable_kernels(on); }
+  ~PortableKernels() { quant::detail::force_portable_kernels(false); }
+};
 }  // namespace
 
-TEST(FusedKernel, WeightForwardBitExactAndBackwardMatches) {
+// Both backward paths (explicit AVX-512 where the CPU has it, and the portable loops) are
+// checked over whole tensors, not only on vector tails.
+class FusedKernel : public ::testing::TestWithParam<bool> {};
+INSTANTIATE_TEST_SUITE_P(Backward, FusedKernel, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "Portable" : "Native"; });
+
+TEST_P(FusedKernel, WeightForwardBitExactAndBackwardMatches) {
+  PortableKernels portable(GetParam());
   const std::vector<std::vector<int64_t>> shapes = {{16, 3, 3, 3}, {64, 32, 3, 3}, {7, 5}, {33, 17, 1, 1}, {1, 1000}};
   uint64_t seed = 1;
   for (const auto& shape : shapes) {
@@ -81,7 +93,8 @@ TEST(FusedKernel, WeightForwardBitExactAndBackwardMatches) {
   }
 }
 
-TEST(FusedKernel, ActivationForwardBitExactAndBackwardMatches) {
+TEST_P(FusedKernel, ActivationForwardBitExactAndBackwardMatches) {
+  PortableKernels portable(GetParam());
   const std::vector<std::vector<int64_t>> shapes = {{2, 16, 28, 28}, {3, 7, 5, 5}, {1, 1}, {128, 64, 7, 7}, {100003}};
   uint64_t seed = 7;
   for (const auto& shape : shapes) {
@@ -103,12 +116,42 @@ TEST(FusedKernel, ActivationForwardBitExactAndBackwardMatches) {
   }
 }
 
-TEST(FusedKernel, NonContiguousInputMatches) {
+TEST(FusedKernelLayout, NonContiguousInputMatches) {
   auto s = test_scale(8, 3);
   auto w = test_weights({8, 4, 3, 3}, s, 3);
   auto wt = w.transpose(2, 3);  // non-contiguous view
   WeightQuantSpec spec{8, 4};
   EXPECT_TRUE(torch::equal(quant::detail::weight_forward_fused(wt, s, spec), quant::detail::weight_forward_reference(wt, s, spec)));
+}
+
+TEST(FusedKernelLayout, ChannelsLastTensorsKeepTheirLayoutAndMatch) {
+  const auto cl = torch::MemoryFormat::ChannelsLast;
+  torch::manual_seed(11);
+  for (int b : {8, 4, 2}) {
+    auto a = torch::full({1}, 0.03f);
+    auto x = (torch::relu(torch::randn({4, 16, 7, 7})) * 0.03f * (1 << b) * 0.6f).contiguous(cl);
+    auto y = quant::detail::act_forward_fused(x, a, b);
+    EXPECT_TRUE(y.is_contiguous(cl));
+    EXPECT_TRUE(torch::equal(y, quant::detail::act_forward_reference(x, a, b)));
+    auto g = torch::randn({4, 16, 7, 7});  // NCHW gradient for a channels-last input
+    auto [gx, ga] = quant::detail::act_backward_fused(g, x, a, b);
+    auto [gxr, gar] = quant::detail::act_backward_reference(g, x, a, b);
+    EXPECT_TRUE(gx.is_contiguous(cl));
+    EXPECT_TRUE(torch::equal(gx, gxr));
+    EXPECT_TRUE(torch::allclose(ga, gar, 1e-4, 1e-6));
+
+    WeightQuantSpec spec{8, b};
+    auto s = test_scale(32, b);
+    auto w = test_weights({32, 16, 3, 3}, s, b).contiguous(cl);
+    auto yw = quant::detail::weight_forward_fused(w, s, spec);
+    EXPECT_TRUE(yw.is_contiguous(cl));
+    EXPECT_TRUE(torch::equal(yw, quant::detail::weight_forward_reference(w, s, spec)));
+    auto gw_in = torch::randn({32, 16, 3, 3}).contiguous(cl);
+    auto [gw, gs] = quant::detail::weight_backward_fused(gw_in, w, s, spec);
+    auto [gwr, gsr] = quant::detail::weight_backward_reference(gw_in, w, s, spec);
+    EXPECT_TRUE(torch::equal(gw, gwr));
+    EXPECT_TRUE(torch::allclose(gs, gsr, 1e-4, 1e-6));
+  }
 }
 
 // LSQ gradients are the exact derivatives of the straight-through surrogate

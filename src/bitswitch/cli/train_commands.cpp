@@ -17,6 +17,7 @@
 #include "bitswitch/data/datasets.h"
 #include "bitswitch/data/loader.h"
 #include "bitswitch/nn/layers.h"
+#include "bitswitch/train/bn_calibration.h"
 #include "bitswitch/train/checkpoint.h"
 #include "bitswitch/train/config.h"
 #include "bitswitch/train/data_sources.h"
@@ -155,7 +156,7 @@ int cmd_train(TrainCommand& cmd) {
 struct EvalCommand {
   std::string checkpoint, bits, data_dir;
   int threads = 0, batch = 500;
-  int64_t test_limit = 0;
+  int64_t test_limit = 0, bn_calib = 0;
 
   void add(CLI::App& app) {
     app.add_option("--checkpoint", checkpoint, "checkpoint to evaluate")->required();
@@ -164,6 +165,10 @@ struct EvalCommand {
     app.add_option("--threads", threads, "CPU threads (0: all cores)");
     app.add_option("--batch", batch, "evaluation batch size")->check(CLI::PositiveNumber);
     app.add_option("--test-limit", test_limit, "evaluate on the first N test images (0: all)");
+    app.add_option("--bn-calib", bn_calib,
+                   "first re-estimate each evaluated width's BN statistics from N batches of training images "
+                   "(no augmentation; in memory only, the checkpoint is not changed)")
+        ->check(CLI::NonNegativeNumber);
   }
 
   int run() {
@@ -202,7 +207,10 @@ struct EvalCommand {
     }
     auto& loader = *data.test;
     json acc = json::object(), loss = json::object();
+    auto calib_owned = bn_calib > 0 ? train::open_calibration_data(cfg, data) : nullptr;
+    data::BatchSource* calib = calib_owned ? calib_owned.get() : data.train.get();
     for (int w : widths) {
+      if (bn_calib > 0) train::recalibrate_bn(*model, *calib, {nn::BitConfig::uniform(w)}, bn_calib);
       auto r = train::evaluate(*model, loader, nn::BitConfig::uniform(w));
       acc[nn::width_label(w)] = r.accuracy;
       loss[nn::width_label(w)] = r.loss;

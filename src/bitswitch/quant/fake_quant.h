@@ -84,6 +84,9 @@ std::pair<torch::Tensor, torch::Tensor> act_backward_reference(const torch::Tens
                                                                const torch::Tensor& scale,
                                                                int bits);
 bool fused_supported(const torch::Tensor& t);
+// Run the portable backward loops even where the AVX-512 kernels could run (tests; the
+// environment variable BITSWITCH_QUANT_ISA=portable does the same for a whole process).
+void force_portable_kernels(bool on);
 }  // namespace detail
 
 }  // namespace bitswitch::quant

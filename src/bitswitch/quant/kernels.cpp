@@ -7,7 +7,11 @@
 #include <ATen/Parallel.h>
 #include <torch/types.h>
 
+#include <atomic>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -188,10 +192,22 @@ __attribute__((target("avx512f"))) double weight_bwd_span_avx512(const float* __
 }
 #endif
 
+// BITSWITCH_QUANT_ISA=portable (or detail::force_portable_kernels) skips the explicit AVX-512
+// backward kernels, so the portable loops run whole tensors: what a CPU without AVX-512 runs.
+// Read at start-up, so a bad value is a warning rather than an exception before main().
+std::atomic<bool> g_force_portable{[] {
+  const char* v = std::getenv("BITSWITCH_QUANT_ISA");
+  if (v == nullptr || *v == '\0') return false;
+  const std::string s(v);
+  if (s != "portable" && s != "auto")
+    std::fprintf(stderr, "bitswitch: ignoring BITSWITCH_QUANT_ISA='%s' (expected 'portable' or 'auto')\n", v);
+  return s == "portable";
+}()};
+
 bool use_avx512() {
 #ifdef BS_HAVE_X86_INTRINSICS
   static const bool ok = __builtin_cpu_supports("avx512f");
-  return ok;
+  return ok && !g_force_portable.load(std::memory_order_relaxed);
 #else
   return false;
 #endif
@@ -225,6 +241,13 @@ WeightParams weight_params(float s, const WeightQuantSpec& spec) {
   return p;
 }
 
+// The kernels work on the raw buffer, so any dense layout whose first dimension is outermost
+// will do: NCHW or channels-last (NHWC) tensors keep their layout, and a gradient is brought to
+// its input's layout. Other strides are made contiguous.
+c10::MemoryFormat layout_of(const torch::Tensor& t) {
+  return t.dim() == 4 ? t.suggest_memory_format() : c10::MemoryFormat::Contiguous;
+}
+
 void check_fused(const torch::Tensor& t, const char* what) {
   BS_CHECK(fused_supported(t), "fused quantizer kernel needs a float32 CPU tensor for `", what,
            "`, got ", t.scalar_type(), " on ", t.device());
@@ -232,13 +255,15 @@ void check_fused(const torch::Tensor& t, const char* what) {
 
 }  // namespace
 
+void force_portable_kernels(bool on) { g_force_portable.store(on, std::memory_order_relaxed); }
+
 bool fused_supported(const torch::Tensor& t) {
   return t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && !t.is_sparse();
 }
 
 torch::Tensor act_forward_fused(const torch::Tensor& x_in, const torch::Tensor& scale, int bits) {
   check_fused(x_in, "x");
-  const auto x = x_in.contiguous();
+  const auto x = x_in.contiguous(layout_of(x_in));
   auto y = torch::empty_like(x);
   const float a = scale.item<float>();
   const float inv = 1.0f / a, qp = static_cast<float>(unsigned_qmax(bits));
@@ -255,8 +280,8 @@ std::pair<torch::Tensor, torch::Tensor> act_backward_fused(const torch::Tensor& 
                                                            const torch::Tensor& scale, int bits) {
   check_fused(x_in, "x");
   check_fused(grad_in, "grad");
-  const auto x = x_in.contiguous();
-  const auto g = grad_in.contiguous();
+  const auto x = x_in.contiguous(layout_of(x_in));
+  const auto g = grad_in.contiguous(layout_of(x));
   auto gx = torch::empty_like(x);
   const float a = scale.item<float>();
   const float inv = 1.0f / a, qp = static_cast<float>(unsigned_qmax(bits));
@@ -282,7 +307,7 @@ std::pair<torch::Tensor, torch::Tensor> act_backward_fused(const torch::Tensor& 
 torch::Tensor weight_forward_fused(const torch::Tensor& w_in, const torch::Tensor& scale_in,
                                    const WeightQuantSpec& spec) {
   check_fused(w_in, "w");
-  const auto w = w_in.contiguous();
+  const auto w = w_in.contiguous(layout_of(w_in));
   const auto scale = scale_in.contiguous().to(torch::kFloat32);
   auto y = torch::empty_like(w);
   const int64_t channels = w.size(0);
@@ -304,8 +329,8 @@ std::pair<torch::Tensor, torch::Tensor> weight_backward_fused(const torch::Tenso
                                                               const WeightQuantSpec& spec) {
   check_fused(w_in, "w");
   check_fused(grad_in, "grad");
-  const auto w = w_in.contiguous();
-  const auto g = grad_in.contiguous();
+  const auto w = w_in.contiguous(layout_of(w_in));
+  const auto g = grad_in.contiguous(layout_of(w));
   const auto scale = scale_in.contiguous().to(torch::kFloat32);
   auto gw = torch::empty_like(w);
   auto gs = torch::empty({w.size(0)}, scale.options());

@@ -115,6 +115,7 @@ const std::vector<std::pair<std::string, Field>>& fields() {
       BS_FIELD(resume, bool, "continue the run in `out` from its checkpoint"),
       BS_FIELD(stop_after, int, "stop after N epochs in this invocation (continue with resume)"),
       BS_FIELD(threads, int, "CPU threads (0: all cores)"),
+      BS_FIELD(channels_last, bool, "train and evaluate with channels-last (NHWC) tensors: faster convolutions on CPUs"),
       BS_FIELD(seed, uint64_t, "random seed (weights, data order, augmentation)"),
       BS_FIELD(log_interval, double, "seconds between progress lines when not on a terminal"),
       BS_FIELD(device, std::string, "device: cpu, cuda (cuda:LOCAL_RANK) or cuda:N (needs a CUDA LibTorch)"),

@@ -56,6 +56,7 @@ struct TrainConfig {
   bool resume = false;
   int stop_after = 0;            // stop after this many epochs in this invocation (0: run all)
   int threads = 0;               // 0: all cores
+  bool channels_last = true;     // train and evaluate in the NHWC layout (faster CPU convolutions)
   uint64_t seed = 1;
   double log_interval = 10.0;    // seconds between plain progress lines (non-terminal)
   // devices and data parallelism (docs/distributed.md, docs/cuda.md)

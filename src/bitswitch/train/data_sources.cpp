@@ -73,4 +73,17 @@ DataSources open_data(const TrainConfig& c, int64_t test_batch, int shard_rank, 
   return d;
 }
 
+std::unique_ptr<data::BatchSource> open_calibration_data(const TrainConfig& c, const DataSources& d, int shard_rank,
+                                                         int shard_count) {
+  if (!d.memory) return nullptr;
+  data::LoaderOptions o;
+  o.batch_size = c.batch;
+  o.shuffle = true;  // a seeded random subset of the classes' images, not the file's first ones
+  o.seed = c.seed;
+  o.limit = c.train_limit;
+  o.shard_rank = shard_rank;
+  o.shard_count = shard_count;
+  return std::make_unique<data::Loader>(d.memory->train, o);
+}
+
 }  // namespace bitswitch::train

@@ -26,4 +26,10 @@ struct DataSources {
 // in data-parallel training (in-memory datasets). Throws bitswitch::Error naming the field or the path.
 DataSources open_data(const TrainConfig& config, int64_t test_batch = 0, int shard_rank = 0, int shard_count = 1);
 
+// Training images without augmentation, in a seeded shuffled order, in batches of `batch`: the
+// data of BN re-estimation (bn_calibration.h). Null for image folders, whose calibration uses
+// the (augmented) training source itself.
+std::unique_ptr<data::BatchSource> open_calibration_data(const TrainConfig& config, const DataSources& sources,
+                                                         int shard_rank = 0, int shard_count = 1);
+
 }  // namespace bitswitch::train

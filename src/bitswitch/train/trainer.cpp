@@ -54,6 +54,27 @@ models::ModelSpec spec_from_config(const TrainConfig& c, int64_t in_channels, in
   return s;
 }
 
+namespace {
+// Channels-last (NHWC) tensors make LibTorch's CPU convolutions faster (oneDNN); the layout
+// changes results only through float summation order. A model is channels-last when its 4-D
+// parameters are; batches follow the model's layout.
+void to_channels_last(torch::nn::Module& model) {
+  torch::NoGradGuard ng;
+  for (auto& p : model.parameters())
+    if (p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
+}
+
+bool is_channels_last(torch::nn::Module& model) {
+  for (const auto& p : model.parameters())
+    if (p.dim() == 4 && !p.is_contiguous()) return p.is_contiguous(torch::MemoryFormat::ChannelsLast);
+  return false;
+}
+
+torch::Tensor in_layout(const torch::Tensor& images, bool channels_last) {
+  return channels_last && images.dim() == 4 ? images.contiguous(torch::MemoryFormat::ChannelsLast) : images;
+}
+}  // namespace
+
 EvalResult evaluate(models::ModelImpl& model, data::BatchSource& loader, const nn::BitConfig& bits, Distributed* dist) {
   torch::NoGradGuard ng;
   const bool was_training = model.is_training();
@@ -68,9 +89,10 @@ EvalResult evaluate(models::ModelImpl& model, data::BatchSource& loader, const n
   data::Batch b;
   loader.start_epoch(0);
   const auto device = model.parameters().empty() ? torch::Device(torch::kCPU) : model.parameters().front().device();
+  const bool channels_last = is_channels_last(model);
   while (loader.next(b)) {
     const auto labels = b.labels.to(device);
-    auto logits = model.forward(b.images.to(device));
+    auto logits = model.forward(in_layout(b.images.to(device), channels_last));
     loss_sum += torch::nn::functional::cross_entropy(logits, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)).item<double>();
     correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
     r.count += b.labels.size(0);
@@ -142,6 +164,7 @@ class Trainer {
     torch::manual_seed(cfg_.seed);
     model_ = models::create_model(spec_);
     model_->to(device_);
+    if (cfg_.channels_last) to_channels_last(*model_);
     model_->train();
     params_ = model_->parameters();
     bucketer_ = std::make_unique<GradBucketer>(*dist_, params_, static_cast<int64_t>(cfg_.bucket_mb * (1 << 20)));
@@ -331,7 +354,7 @@ class Trainer {
       const double lr = phase_lr(true, epoch, i);
       set_lrs(lr, lr);
       clear_grads(params_);
-      auto loss = torch::cross_entropy_loss(model_->forward(b.images.to(device_)), b.labels.to(device_));
+      auto loss = torch::cross_entropy_loss(model_->forward(in_layout(b.images.to(device_), cfg_.channels_last)), b.labels.to(device_));
       backward(loss);
       optimizer_->step();
       loss_sum += loss.item<double>();
@@ -370,7 +393,7 @@ class Trainer {
     const auto t0 = std::chrono::steady_clock::now();
     while (train_loader_->next(b)) {
       const double lr = phase_lr(false, epoch, i);
-      b.images = b.images.to(device_);
+      b.images = in_layout(b.images.to(device_), cfg_.channels_last);
       b.labels = b.labels.to(device_);
       b.indices = b.indices.to(device_);
       torch::Tensor onehot, teacher;
