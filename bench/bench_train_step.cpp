@@ -2,7 +2,8 @@
 // highest first) against four plain FP32 steps on the same batches, ResNet-20, batch 128,
 // with the fused quantizer kernels and with the composed-ATen reference. Rounds alternate
 // between the variants so that machine noise hits all of them alike.
-// Usage: bench_train_step [--rounds N] [--steps N] [--threads N]
+// With --channels-last every variant runs in the NHWC layout (the trainer's default).
+// Usage: bench_train_step [--rounds N] [--steps N] [--threads N] [--channels-last]
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -36,11 +37,18 @@ double median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   int rounds = 5, steps = 5, threads = 0;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--rounds")) rounds = std::atoi(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
+  bool channels_last = false;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--channels-last")) {
+      channels_last = true;
+      continue;
+    }
+    if (i + 1 >= argc) break;
+    if (!std::strcmp(argv[i], "--rounds")) rounds = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[++i]);
   }
+  const auto layout = channels_last ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous;
   bitswitch::tune_allocator_for_training();  // as the bitswitch CLI does
   if (threads > 0) torch::set_num_threads(threads);
   auto data = data::load_fashion_mnist();
@@ -51,7 +59,10 @@ int main(int argc, char** argv) {
   data::Loader loader(data.train, lo);
   loader.start_epoch(0);
   std::vector<data::Batch> batches(steps);
-  for (auto& b : batches) loader.next(b);
+  for (auto& b : batches) {
+    loader.next(b);
+    b.images = b.images.contiguous(layout);
+  }
 
   std::vector<Variant> variants;
   for (auto [name, impl, q] : {std::tuple{"fp32 x4", quant::Impl::kAuto, false},
@@ -61,6 +72,11 @@ int main(int argc, char** argv) {
     spec.impl = impl;
     torch::manual_seed(0);
     Variant v{name, models::create_model(spec), nullptr, q, {}};
+    {
+      torch::NoGradGuard ng;
+      for (auto& p : v.model->parameters())
+        if (p.dim() == 4) p.set_data(p.data().contiguous(layout));
+    }
     v.opt = std::make_unique<torch::optim::Adam>(v.model->parameters(), torch::optim::AdamOptions(1e-4));
     variants.push_back(std::move(v));
   }
@@ -85,8 +101,8 @@ int main(int argc, char** argv) {
     }
   }
   const double base = median(variants[0].ms);
-  std::printf("threads %d, batch 128, ResNet-20 on Fashion-MNIST 28x28, %d rounds x %d steps\n",
-              torch::get_num_threads(), rounds, steps);
+  std::printf("threads %d, batch 128, ResNet-20 on Fashion-MNIST 28x28, %s, %d rounds x %d steps\n",
+              torch::get_num_threads(), channels_last ? "channels-last (NHWC)" : "NCHW", rounds, steps);
   std::printf("| variant | median ms per iteration (4 passes) | vs fp32 x4 |\n|---|---|---|\n");
   for (const auto& v : variants)
     std::printf("| %s | %.1f | %+.1f%% |\n", v.name.c_str(), median(v.ms), 100.0 * (median(v.ms) / base - 1.0));
