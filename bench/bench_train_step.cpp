@@ -16,6 +16,7 @@
 #include "bitswitch/data/loader.h"
 #include "bitswitch/models/model.h"
 #include "bitswitch/nn/layers.h"
+#include "bitswitch/train/layout.h"
 #include "bitswitch/util/allocator.h"
 
 using namespace bitswitch;
@@ -72,11 +73,7 @@ int main(int argc, char** argv) {
     spec.impl = impl;
     torch::manual_seed(0);
     Variant v{name, models::create_model(spec), nullptr, q, {}};
-    {
-      torch::NoGradGuard ng;
-      for (auto& p : v.model->parameters())
-        if (p.dim() == 4) p.set_data(p.data().contiguous(layout));
-    }
+    if (channels_last) train::to_channels_last(*v.model);
     v.opt = std::make_unique<torch::optim::Adam>(v.model->parameters(), torch::optim::AdamOptions(1e-4));
     variants.push_back(std::move(v));
   }

@@ -25,6 +25,7 @@
 #include "bitswitch/train/checkpoint.h"
 #include "bitswitch/train/data_sources.h"
 #include "bitswitch/train/distributed.h"
+#include "bitswitch/train/layout.h"
 #include "bitswitch/train/progress.h"
 #include "bitswitch/util/atomic_file.h"
 #include "bitswitch/util/error.h"
@@ -54,16 +55,15 @@ models::ModelSpec spec_from_config(const TrainConfig& c, int64_t in_channels, in
   return s;
 }
 
-namespace {
-// Channels-last (NHWC) tensors make LibTorch's CPU convolutions faster (oneDNN); the layout
-// changes results only through float summation order. A model is channels-last when its 4-D
-// parameters are; batches follow the model's layout.
 void to_channels_last(torch::nn::Module& model) {
   torch::NoGradGuard ng;
   for (auto& p : model.parameters())
     if (p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
 }
 
+namespace {
+// A model is channels-last when its 4-D parameters are (train/layout.h); batches follow the
+// model's layout.
 bool is_channels_last(torch::nn::Module& model) {
   for (const auto& p : model.parameters())
     if (p.dim() == 4 && !p.is_contiguous()) return p.is_contiguous(torch::MemoryFormat::ChannelsLast);
