@@ -17,6 +17,7 @@
 #include "bitswitch/models/model.h"
 #include "bitswitch/nn/layers.h"
 #include "bitswitch/train/layout.h"
+#include "bitswitch/train/step.h"
 #include "bitswitch/util/allocator.h"
 
 using namespace bitswitch;
@@ -25,6 +26,7 @@ namespace {
 struct Variant {
   std::string name;
   models::Model model;
+  std::vector<torch::Tensor> params;
   std::unique_ptr<torch::optim::Adam> opt;
   bool quantized;
   std::vector<double> ms;
@@ -72,16 +74,17 @@ int main(int argc, char** argv) {
     models::ModelSpec spec;
     spec.impl = impl;
     torch::manual_seed(0);
-    Variant v{name, models::create_model(spec), nullptr, q, {}};
+    Variant v{name, models::create_model(spec), {}, nullptr, q, {}};
     if (channels_last) train::to_channels_last(*v.model);
-    v.opt = std::make_unique<torch::optim::Adam>(v.model->parameters(), torch::optim::AdamOptions(1e-4));
+    v.params = v.model->parameters();
+    v.opt = std::make_unique<torch::optim::Adam>(v.params, torch::optim::AdamOptions(1e-4));
     variants.push_back(std::move(v));
   }
   const std::vector<int> bits = {8, 6, 4, 2};
   auto step = [&](Variant& v, const data::Batch& b) {
     for (int w : bits) {
       nn::apply_bits(*v.model, nn::BitConfig::uniform(v.quantized ? w : nn::kFloatBits));
-      v.opt->zero_grad();
+      train::clear_grads(v.params);  // as the trainer does: only this width's parameters step
       auto loss = torch::cross_entropy_loss(v.model->forward(b.images), b.labels);
       loss.backward();
       v.opt->step();

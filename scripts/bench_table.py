@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Formats bench_quant's JSON and bench_train_step's tables as docs/benchmarks.md (stdout).
-Usage: bench_table.py BENCH_QUANT_JSON STEP_TABLE_1THREAD STEP_TABLE_2THREADS"""
+Usage: bench_table.py BENCH_QUANT_JSON STEP_TABLE..."""
 import datetime, json, os, platform, sys
 
 data = json.load(open(sys.argv[1]))
@@ -37,7 +37,9 @@ print("\nThe memcpy buffer (6.4 MB) stays in the L3 cache, as do most of the ker
 print("\n## 2. Joint-training step vs plain FP32 training\n")
 print("One joint iteration = four forward/backward/optimizer passes (widths 8, 6, 4, 2); the baseline is "
       "four FP32 steps of the same model on the same batches. Rounds alternate between variants. "
-      "Both use `tune_allocator_for_training()`, as the `bitswitch` command does. The overhead is the "
-      "quantizers' share of a joint iteration.\n")
+      "Both use `tune_allocator_for_training()`, as the `bitswitch` command does, and clear gradients "
+      "to undefined before each pass (`train::clear_grads`), as the trainer does, so that a width's "
+      "pass steps only the parameters it used (the shared weights, its activation scales and its BNs). "
+      "The overhead is the quantizers' share of a joint iteration.\n")
 for table in sys.argv[2:]:
     print(table + "\n")

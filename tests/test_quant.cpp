@@ -53,10 +53,26 @@ torch::Tensor test_scale(int64_t c, uint64_t seed) {
   torch::manual_seed(seed);
   return torch::rand({c}) * 0.05 + 0.01;
 }
-// Runs the portable backward loops (what CPUs without AVX-512 run) for its lifetime.
+// Runs the portable backward loops (what CPUs without AVX-512 run) for its lifetime, and
+// checks that the backward spans since its construction ran on the selected path only.
 struct PortableKernels {
-  explicit PortableKernels(bool on) { quant::detail::force_portable_kernels(on); }
+  explicit PortableKernels(bool on) : on(on), before(quant::detail::backward_path_counts()) {
+    quant::detail::force_portable_kernels(on);
+  }
   ~PortableKernels() { quant::detail::force_portable_kernels(false); }
+  void expect_selected_path_ran() const {
+    const auto now = quant::detail::backward_path_counts();
+    const int64_t avx512 = now.avx512 - before.avx512, portable = now.portable - before.portable;
+    if (on || !quant::detail::avx512_backward_available()) {
+      EXPECT_EQ(avx512, 0);
+      EXPECT_GT(portable, 0);
+    } else {
+      EXPECT_GT(avx512, 0);
+      EXPECT_EQ(portable, 0);
+    }
+  }
+  bool on;
+  quant::detail::BackwardPathCounts before;
 };
 }  // namespace
 
@@ -91,6 +107,7 @@ TEST_P(FusedKernel, WeightForwardBitExactAndBackwardMatches) {
       }
     }
   }
+  portable.expect_selected_path_ran();
 }
 
 TEST_P(FusedKernel, ActivationForwardBitExactAndBackwardMatches) {
@@ -114,6 +131,7 @@ TEST_P(FusedKernel, ActivationForwardBitExactAndBackwardMatches) {
       ASSERT_TRUE(torch::allclose(gaf, gar, 1e-4, 1e-6)) << gaf.item<float>() << " vs " << gar.item<float>();
     }
   }
+  portable.expect_selected_path_ran();
 }
 
 TEST(FusedKernelLayout, NonContiguousInputMatches) {

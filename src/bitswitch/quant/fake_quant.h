@@ -87,6 +87,14 @@ bool fused_supported(const torch::Tensor& t);
 // Run the portable backward loops even where the AVX-512 kernels could run (tests; the
 // environment variable BITSWITCH_QUANT_ISA=portable does the same for a whole process).
 void force_portable_kernels(bool on);
+// Whether this CPU can run the explicit AVX-512 backward kernels.
+bool avx512_backward_available();
+// Process-wide counts of the backward spans (chunks of an activation, channels of a weight)
+// run by each path since start-up, so tests can check which path a switch selected.
+struct BackwardPathCounts {
+  int64_t avx512 = 0, portable = 0;
+};
+BackwardPathCounts backward_path_counts();
 }  // namespace detail
 
 }  // namespace bitswitch::quant

@@ -204,26 +204,31 @@ std::atomic<bool> g_force_portable{[] {
   return s == "portable";
 }()};
 
-bool use_avx512() {
-#ifdef BS_HAVE_X86_INTRINSICS
-  static const bool ok = __builtin_cpu_supports("avx512f");
-  return ok && !g_force_portable.load(std::memory_order_relaxed);
-#else
-  return false;
-#endif
-}
+bool use_avx512() { return avx512_backward_available() && !g_force_portable.load(std::memory_order_relaxed); }
+
+// How many backward spans each path ran (BackwardPathCounts in fake_quant.h): one relaxed
+// increment per span of up to kChunk elements or per weight channel.
+std::atomic<int64_t> g_spans_avx512{0}, g_spans_portable{0};
 
 double act_bwd_span(const float* g, const float* x, float* gx, int64_t n, float inv, float qp) {
 #ifdef BS_HAVE_X86_INTRINSICS
-  if (use_avx512()) return act_bwd_span_avx512(g, x, gx, n, inv, qp);
+  if (use_avx512()) {
+    g_spans_avx512.fetch_add(1, std::memory_order_relaxed);
+    return act_bwd_span_avx512(g, x, gx, n, inv, qp);
+  }
 #endif
+  g_spans_portable.fetch_add(1, std::memory_order_relaxed);
   return act_bwd_span_portable(g, x, gx, n, inv, qp);
 }
 
 double weight_bwd_span(const float* g, const float* w, float* gw, int64_t n, const WeightParams& p) {
 #ifdef BS_HAVE_X86_INTRINSICS
-  if (use_avx512()) return weight_bwd_span_avx512(g, w, gw, n, p);
+  if (use_avx512()) {
+    g_spans_avx512.fetch_add(1, std::memory_order_relaxed);
+    return weight_bwd_span_avx512(g, w, gw, n, p);
+  }
 #endif
+  g_spans_portable.fetch_add(1, std::memory_order_relaxed);
   return weight_bwd_span_portable(g, w, gw, n, p);
 }
 
@@ -256,6 +261,19 @@ void check_fused(const torch::Tensor& t, const char* what) {
 }  // namespace
 
 void force_portable_kernels(bool on) { g_force_portable.store(on, std::memory_order_relaxed); }
+
+bool avx512_backward_available() {
+#ifdef BS_HAVE_X86_INTRINSICS
+  static const bool ok = __builtin_cpu_supports("avx512f");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+BackwardPathCounts backward_path_counts() {
+  return {g_spans_avx512.load(std::memory_order_relaxed), g_spans_portable.load(std::memory_order_relaxed)};
+}
 
 bool fused_supported(const torch::Tensor& t) {
   return t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && !t.is_sparse();

@@ -27,6 +27,7 @@
 #include "bitswitch/train/distributed.h"
 #include "bitswitch/train/layout.h"
 #include "bitswitch/train/progress.h"
+#include "bitswitch/train/step.h"
 #include "bitswitch/util/atomic_file.h"
 #include "bitswitch/util/error.h"
 
@@ -59,6 +60,11 @@ void to_channels_last(torch::nn::Module& model) {
   torch::NoGradGuard ng;
   for (auto& p : model.parameters())
     if (p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
+}
+
+void clear_grads(const std::vector<torch::Tensor>& params) {
+  for (const auto& p : params)
+    if (p.grad().defined()) const_cast<torch::Tensor&>(p).mutable_grad().reset();
 }
 
 namespace {
@@ -132,13 +138,6 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::string& kind,
   groups.emplace_back(g.weights, std::make_unique<SGDOptions>(sgd(wd)));
   groups.emplace_back(g.others, std::make_unique<SGDOptions>(sgd(0)));
   return std::make_unique<SGD>(std::move(groups), sgd(wd));
-}
-
-// Gradients become undefined, not zero, so that an optimizer skips the per-width parameters
-// (activation scales, BNs) of widths that did not run in this step.
-void clear_grads(const std::vector<torch::Tensor>& params) {
-  for (const auto& p : params)
-    if (p.grad().defined()) const_cast<torch::Tensor&>(p).mutable_grad().reset();
 }
 
 torch::Tensor soft_cross_entropy(const torch::Tensor& logits, const torch::Tensor& target) {
