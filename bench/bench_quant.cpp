@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "bitswitch/quant/fake_quant.h"
+#include "bitswitch/util/allocator.h"
 
 using namespace bitswitch::quant;
 
@@ -70,4 +71,13 @@ BENCHMARK(BM_Activation<false>)->Name("act_fwd_bwd/reference")->Arg(1)->Arg(2)->
 BENCHMARK(BM_Weight<true>)->Name("weight_fwd_bwd/fused")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Weight<false>)->Name("weight_fwd_bwd/reference")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Memcpy)->Name("memcpy")->UseRealTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK_MAIN();
+// The allocator as the bitswitch command sets it up: without it every 6.4 MB tensor is a fresh
+// mmap, and the page faults of touching it cost more than the kernels themselves.
+int main(int argc, char** argv) {
+  bitswitch::tune_allocator_for_training();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -134,6 +134,16 @@ TEST_P(FusedKernel, ActivationForwardBitExactAndBackwardMatches) {
   portable.expect_selected_path_ran();
 }
 
+// The fused kernels split large tensors over LibTorch's threads (the library is built with
+// OpenMP; without it at::parallel_for silently runs on one thread).
+TEST(FusedKernelThreads, LargeTensorsUseEveryThread) {
+  const int before = torch::get_num_threads();
+  torch::set_num_threads(2);
+  EXPECT_EQ(quant::detail::kernel_threads(int64_t{1} << 20), 2);
+  EXPECT_EQ(quant::detail::kernel_threads(1000), 1);  // one chunk
+  torch::set_num_threads(before);
+}
+
 TEST(FusedKernelLayout, NonContiguousInputMatches) {
   auto s = test_scale(8, 3);
   auto w = test_weights({8, 4, 3, 3}, s, 3);

@@ -89,6 +89,9 @@ bool fused_supported(const torch::Tensor& t);
 void force_portable_kernels(bool on);
 // Whether this CPU can run the explicit AVX-512 backward kernels.
 bool avx512_backward_available();
+// How many threads the fused kernels' loop over `n` elements runs on (at::parallel_for, chunks
+// of 16384 elements): up to torch::get_num_threads(). 1 would mean a build without OpenMP.
+int kernel_threads(int64_t n);
 // Process-wide counts of the backward spans (chunks of an activation, channels of a weight)
 // run by each path since start-up, so tests can check which path a switch selected.
 struct BackwardPathCounts {

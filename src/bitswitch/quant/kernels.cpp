@@ -271,6 +271,14 @@ bool avx512_backward_available() {
 #endif
 }
 
+int kernel_threads(int64_t n) {
+  std::atomic<int> used{0};
+  at::parallel_for(0, (n + kChunk - 1) / kChunk, 1, [&](int64_t, int64_t) {
+    used.fetch_add(1, std::memory_order_relaxed);
+  });
+  return used.load();
+}
+
 BackwardPathCounts backward_path_counts() {
   return {g_spans_avx512.load(std::memory_order_relaxed), g_spans_portable.load(std::memory_order_relaxed)};
 }
