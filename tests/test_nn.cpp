@@ -136,6 +136,44 @@ TEST(Layers, QuantizedForwardUsesWeightCodes) {
   EXPECT_GE(codes.round().min().item<float>(), -8);
 }
 
+// A conv with an input ReLU (fused into its activation quantizer when quantized) computes what a
+// plain conv computes on relu(x): outputs, scale initialisation and gradients, at every width,
+// in training and in integer-exact evaluation.
+TEST(Layers, InputReluEqualsReluThenLayer) {
+  for (int bits : {nn::kFloatBits, 8, 4, 2}) {
+    torch::manual_seed(3);
+    auto opts = nn::QConv2dOptions(8, 16, 3).padding(1);
+    nn::QConv2d plain(opts);
+    opts.quant().input_relu(true);
+    nn::QConv2d fused(opts);
+    {
+      torch::NoGradGuard ng;
+      fused->weight.copy_(plain->weight);
+    }
+    for (auto* c : {&plain, &fused}) (*c)->set_bits({bits, bits});
+    auto x = torch::randn({4, 8, 10, 10});
+    x = torch::where(torch::rand(x.sizes()) < 0.1, torch::zeros_like(x), x);
+    auto g = torch::randn({4, 16, 10, 10});
+    auto xp = x.clone().requires_grad_(), xf = x.clone().requires_grad_();
+    auto yp = plain(torch::relu(xp));
+    auto yf = fused(xf);
+    ASSERT_TRUE(torch::equal(yp, yf)) << "bits " << bits;
+    (yp * g).sum().backward();
+    (yf * g).sum().backward();
+    EXPECT_TRUE(torch::equal(xp.grad(), xf.grad())) << "bits " << bits;
+    EXPECT_TRUE(torch::equal(plain->weight.grad(), fused->weight.grad())) << "bits " << bits;
+    if (bits != nn::kFloatBits) {
+      EXPECT_TRUE(torch::equal(plain->act_scale(bits), fused->act_scale(bits)));
+      EXPECT_TRUE(torch::allclose(plain->act_scale(bits).grad(), fused->act_scale(bits).grad(), 1e-5, 1e-7));
+      EXPECT_TRUE(torch::allclose(plain->weight_scale().grad(), fused->weight_scale().grad(), 1e-5, 1e-7));
+    }
+    plain->eval(), fused->eval();
+    plain->set_integer_eval(true), fused->set_integer_eval(true);
+    torch::NoGradGuard ng;
+    EXPECT_TRUE(torch::equal(plain(torch::relu(x)), fused(x))) << "integer-exact eval, bits " << bits;
+  }
+}
+
 TEST(SwitchableBN, OnlyTheActiveWidthLearnsStatistics) {
   auto m = small();
   nn::init_widths_from_fp(*m);

@@ -144,6 +144,42 @@ TEST(FusedKernelThreads, LargeTensorsUseEveryThread) {
   torch::set_num_threads(before);
 }
 
+// The ReLU fused into the activation quantizer (fake_quant_act's `relu`): the same forward, and
+// the backward of relu followed by the quantizer: input gradient zero where x <= 0 (exact zeros
+// included, where the unfused quantizer alone would pass the gradient), the same scale gradient.
+TEST_P(FusedKernel, ActivationWithFusedReluIsReluThenQuantizer) {
+  PortableKernels portable(GetParam());
+  uint64_t seed = 21;
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{2, 16, 28, 28}, {3, 7, 5, 5}, {100003}}) {
+    for (int b = 2; b <= 8; b += 2) {
+      torch::manual_seed(seed++);
+      auto a = torch::rand({1}) * 0.1 + 0.02;
+      auto x = torch::randn(shape) * a * (1 << b) * 0.7;  // about half negative
+      x = torch::where(torch::rand(shape) < 0.1, torch::zeros(shape), x);  // exact zeros
+      auto ties = (torch::randint(-300, 300, shape).to(torch::kFloat32) + 0.5f) * a;
+      x = torch::where(torch::rand(shape) < 0.2, ties, x);
+      auto r = torch::relu(x);
+      ASSERT_TRUE(torch::equal(quant::detail::act_forward_fused(x, a, b), quant::detail::act_forward_reference(r, a, b)));
+      auto g = torch::randn(shape);
+      auto [gx, ga] = quant::detail::act_backward_fused(g, x, a, b, /*relu=*/true);
+      auto [gr, gar] = quant::detail::act_backward_reference(g, r, a, b);
+      ASSERT_TRUE(torch::equal(gx, gr * (x > 0)));
+      ASSERT_TRUE(torch::allclose(ga, gar, 1e-4, 1e-6)) << ga.item<float>() << " vs " << gar.item<float>();
+      // Through autograd: the fused op against torch::relu + the reference quantizer.
+      auto xf = x.clone().requires_grad_(), af = a.clone().requires_grad_();
+      auto xr = x.clone().requires_grad_(), ar = a.clone().requires_grad_();
+      auto yf = quant::fake_quant_act(xf, af, b, quant::Impl::kFused, /*relu=*/true);
+      auto yr = quant::fake_quant_act(xr, ar, b, quant::Impl::kReference, /*relu=*/true);
+      ASSERT_TRUE(torch::equal(yf, yr));
+      (yf * g).sum().backward();
+      (yr * g).sum().backward();
+      ASSERT_TRUE(torch::equal(xf.grad(), xr.grad()));
+      ASSERT_TRUE(torch::allclose(af.grad(), ar.grad(), 1e-4, 1e-6));
+    }
+  }
+  portable.expect_selected_path_ran();
+}
+
 TEST(FusedKernelLayout, NonContiguousInputMatches) {
   auto s = test_scale(8, 3);
   auto w = test_weights({8, 4, 3, 3}, s, 3);

@@ -22,7 +22,10 @@ class BasicBlockImpl : public torch::nn::Module {
     auto q = quant_options(spec);
     conv1 = register_module("conv1", QConv2d(QConv2dOptions(in, out, 3).stride(stride).padding(1).quant(q)));
     bn1 = register_module("bn1", SwitchableBatchNorm2d(out, spec.bits, conv1.ptr()));
-    conv2 = register_module("conv2", QConv2d(QConv2dOptions(out, out, 3).padding(1).quant(q)));
+    // conv2 reads only relu(bn1(...)): the ReLU is fused into its activation quantizer.
+    auto q2 = q;
+    q2.input_relu(true);
+    conv2 = register_module("conv2", QConv2d(QConv2dOptions(out, out, 3).padding(1).quant(q2)));
     bn2 = register_module("bn2", SwitchableBatchNorm2d(out, spec.bits, conv2.ptr()));
     if (stride != 1 || in != out) {
       down_conv = register_module("down_conv", QConv2d(QConv2dOptions(in, out, 1).stride(stride).quant(q)));
@@ -33,8 +36,7 @@ class BasicBlockImpl : public torch::nn::Module {
     bn2->set_input_source(conv1.ptr());
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    auto y = torch::relu(bn1(conv1(x)));
-    y = bn2(conv2(y));
+    auto y = bn2(conv2(bn1(conv1(x))));  // conv2 applies the ReLU (QuantOptions::input_relu)
     auto shortcut = down_conv ? down_bn(down_conv(x)) : x;
     return torch::relu(y + shortcut);
   }

@@ -26,6 +26,7 @@ ActInitReducer& act_init_reducer() {
 void set_act_init_reducer(ActInitReducer reducer) { act_init_reducer() = std::move(reducer); }
 
 void QuantLayer::register_quant_state(torch::nn::Module& self, int64_t out_channels, QuantOptions opt) {
+  BS_CHECK(!(opt.input_relu() && opt.signed_input()), "a layer with an input ReLU has an unsigned input");
   if (opt.fixed_bits() != 0 && opt.fixed_bits() != kFloatBits) opt.bits({opt.fixed_bits()});
   opt.bits(check_bit_list(opt.bits(), "layer bits"));
   qopt_ = opt;
@@ -104,8 +105,17 @@ torch::Tensor QuantLayer::quant_weight(torch::Tensor& w) {
   return quant::fake_quant_weight(w, weight_scale_, spec, qopt_.impl());
 }
 
+torch::Tensor QuantLayer::input_activation(const torch::Tensor& x) const {
+  return qopt_.input_relu() ? torch::relu(x) : x;
+}
+
 torch::Tensor QuantLayer::quant_input(const torch::Tensor& x) {
-  if (bits_.act == kFloatBits || !qopt_.quantize_input()) return x;
+  if (bits_.act == kFloatBits || !qopt_.quantize_input()) return input_activation(x);
+  if (qopt_.input_relu()) {
+    // The scale is initialised from the ReLU's output, as without the fusion.
+    if (act_scale_init_.at(bits_.act).item<float>() == 0) ensure_act_scale(torch::relu(x.detach()));
+    return quant::fake_quant_act(x, act_scale_.at(bits_.act), bits_.act, qopt_.impl(), /*relu=*/true);
+  }
   ensure_act_scale(x);
   auto& scale = act_scale_.at(bits_.act);
   if (qopt_.signed_input()) {
@@ -198,7 +208,7 @@ QConv2dImpl::QConv2dImpl(QConv2dOptions options) : opt_(std::move(options)) {
 torch::Tensor QConv2dImpl::forward(const torch::Tensor& x) {
   if (integer_eval_ && !is_training()) {
     torch::NoGradGuard ng;
-    auto ops = integer_operands(x, weight);
+    auto ops = integer_operands(input_activation(x), weight);
     // Without an output scale the products are real values: the bias joins the double sum.
     auto b = (bias.defined() && !ops.out_scale.defined()) ? bias.to(torch::kFloat64) : torch::Tensor();
     auto out = integer_product(ops, [&](const torch::Tensor& xi, const torch::Tensor& wi) {
@@ -234,7 +244,7 @@ torch::Tensor QLinearImpl::forward(const torch::Tensor& x) {
   macs_ = opt_.in_features() * opt_.out_features();
   if (integer_eval_ && !is_training()) {
     torch::NoGradGuard ng;
-    auto ops = integer_operands(x, weight);
+    auto ops = integer_operands(input_activation(x), weight);
     auto b = (bias.defined() && !ops.out_scale.defined()) ? bias.to(torch::kFloat64) : torch::Tensor();
     auto out = integer_product(ops, [&](const torch::Tensor& xi, const torch::Tensor& wi) {
       return torch::linear(xi, wi, b.defined() ? b.to(xi.scalar_type()) : b);

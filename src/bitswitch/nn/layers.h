@@ -31,6 +31,11 @@ struct QuantOptions {
   // symmetric x_b = clamp(round(x / a), -2^(b-1), 2^(b-1) - 1) * a, still one scale per width
   // (SPEC Sec. 2 names a signed variant for MobileNetV2; this one has no zero point).
   TORCH_ARG(bool, signed_input) = false;
+  // The layer applies a ReLU to its input first: relu(x), then the layer. Quantized, the ReLU is
+  // fused into the activation quantizer (its clamp at 0; quant::fake_quant_act's `relu`), which
+  // saves the ReLU's output and its passes over memory; the results are those of a separate
+  // torch::relu. For an input that only this layer reads (ResNet's conv2 after bn1).
+  TORCH_ARG(bool, input_relu) = false;
   TORCH_ARG(quant::SecondRounding, rounding) = quant::SecondRounding::kHalfUp;
   TORCH_ARG(bool, exact_scale_grad) = false;
   TORCH_ARG(quant::Impl, impl) = quant::Impl::kAuto;
@@ -65,6 +70,8 @@ class QuantLayer {
   // Fake-quantized weight and input at the current width (initialising scales lazily).
   torch::Tensor quant_weight(torch::Tensor& w);
   torch::Tensor quant_input(const torch::Tensor& x);
+  // relu(x) when the options ask for an input ReLU, else x (the paths that do not fuse it).
+  torch::Tensor input_activation(const torch::Tensor& x) const;
 
   // Operands of the integer-exact evaluation: x and w in double (integer codes when quantized),
   // and the per-channel scale of the output (undefined when the products are already real values).

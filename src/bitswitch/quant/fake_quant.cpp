@@ -113,9 +113,9 @@ torch::Tensor weight_inside_mask(const torch::Tensor& w, const torch::Tensor& sc
   return torch::logical_and(v >= signed_qmin(spec.bits), v <= signed_qmax(spec.bits)).to(w.scalar_type());
 }
 
-torch::Tensor act_inside_mask(const torch::Tensor& x, const torch::Tensor& scale, int bits) {
+torch::Tensor act_inside_mask(const torch::Tensor& x, const torch::Tensor& scale, int bits, bool relu) {
   auto v = x.detach() * torch::reciprocal(scale.detach());
-  return torch::logical_and(v >= 0, v <= unsigned_qmax(bits)).to(x.scalar_type());
+  return torch::logical_and(relu ? v > 0 : v >= 0, v <= unsigned_qmax(bits)).to(x.scalar_type());
 }
 
 torch::Tensor differentiable_ste(const torch::Tensor& grad, const torch::Tensor& mask) {
@@ -157,11 +157,13 @@ struct WeightFakeQuantFn : public torch::autograd::Function<WeightFakeQuantFn> {
 };
 
 struct ActFakeQuantFn : public torch::autograd::Function<ActFakeQuantFn> {
+  // `relu` (fused kernels only): the input is that of a ReLU fused into the quantizer.
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
-                               const torch::Tensor& scale, int64_t bits, bool fused) {
+                               const torch::Tensor& scale, int64_t bits, bool fused, bool relu) {
     ctx->save_for_backward({x, scale});
     ctx->saved_data["bits"] = bits;
     ctx->saved_data["fused"] = fused;
+    ctx->saved_data["relu"] = relu;
     torch::NoGradGuard no_grad;
     return fused ? detail::act_forward_fused(x, scale, int(bits))
                  : detail::act_forward_reference(x, scale, int(bits));
@@ -169,13 +171,14 @@ struct ActFakeQuantFn : public torch::autograd::Function<ActFakeQuantFn> {
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
     auto saved = ctx->get_saved_variables();
     const int bits = int(ctx->saved_data["bits"].toInt());
+    const bool relu = ctx->saved_data["relu"].toBool();
     const bool create_graph = torch::GradMode::is_enabled();
     torch::NoGradGuard no_grad;
     auto r = ctx->saved_data["fused"].toBool()
-                 ? detail::act_backward_fused(grads[0], saved[0], saved[1], bits)
+                 ? detail::act_backward_fused(grads[0], saved[0], saved[1], bits, relu)
                  : detail::act_backward_reference(grads[0], saved[0], saved[1], bits);
-    if (create_graph) r.first = differentiable_ste(grads[0], act_inside_mask(saved[0], saved[1], bits));
-    return {r.first, r.second, {}, {}};
+    if (create_graph) r.first = differentiable_ste(grads[0], act_inside_mask(saved[0], saved[1], bits, relu));
+    return {r.first, r.second, {}, {}, {}};
   }
 };
 
@@ -190,10 +193,13 @@ torch::Tensor fake_quant_weight(const torch::Tensor& w, const torch::Tensor& sca
                                   spec.exact_scale_grad, use_fused(impl, w));
 }
 
-torch::Tensor fake_quant_act(const torch::Tensor& x, const torch::Tensor& scale, int bits, Impl impl) {
+torch::Tensor fake_quant_act(const torch::Tensor& x, const torch::Tensor& scale, int bits, Impl impl, bool relu) {
   check_bits(bits, "bits");
   BS_CHECK(scale.numel() == 1, "activation scale must have one element, got ", scale.sizes());
-  return ActFakeQuantFn::apply(x, scale, bits, use_fused(impl, x));
+  const bool fused = use_fused(impl, x);
+  // The reference composes the ReLU (its own autograd node) with the plain quantizer.
+  if (relu && !fused) return ActFakeQuantFn::apply(torch::relu(x), scale, bits, false, false);
+  return ActFakeQuantFn::apply(x, scale, bits, fused, relu);
 }
 
 torch::Tensor weight_codes(const torch::Tensor& w, const torch::Tensor& scale, int high_bits) {

@@ -37,8 +37,12 @@ torch::Tensor fake_quant_weight(const torch::Tensor& w, const torch::Tensor& sca
 // Activation quantizer: unsigned, per tensor, one learned scale per width.
 // x_b = clamp(round(x / a), 0, 2^b - 1) * a; gradients as above with Qn = 0, N = numel.
 // `scale`: a one-element tensor.
+// `relu`: quantize relu(x) instead. The forward is the same (the clamp at 0 is the ReLU); the
+// fused backward also zeroes the input gradient where x <= 0 (the ReLU's own gradient), so the
+// ReLU's output and its separate forward and backward passes are saved. Results are those of
+// fake_quant_act(torch::relu(x), ...), which the reference implementation computes.
 torch::Tensor fake_quant_act(const torch::Tensor& x, const torch::Tensor& scale, int bits,
-                             Impl impl = Impl::kAuto);
+                             Impl impl = Impl::kAuto, bool relu = false);
 
 // Integer codes, the export/deploy side of the same definition (no autograd).
 // weight_codes: int8 h-bit codes of `w` with per-channel `scale`.
@@ -76,9 +80,11 @@ std::pair<torch::Tensor, torch::Tensor> weight_backward_reference(const torch::T
                                                                   const WeightQuantSpec& spec);
 torch::Tensor act_forward_fused(const torch::Tensor& x, const torch::Tensor& scale, int bits);
 torch::Tensor act_forward_reference(const torch::Tensor& x, const torch::Tensor& scale, int bits);
+// `relu`: the backward of fake_quant_act(x, ..., relu = true) (input gradient 0 where x <= 0).
 std::pair<torch::Tensor, torch::Tensor> act_backward_fused(const torch::Tensor& grad,
                                                            const torch::Tensor& x,
-                                                           const torch::Tensor& scale, int bits);
+                                                           const torch::Tensor& scale, int bits,
+                                                           bool relu = false);
 std::pair<torch::Tensor, torch::Tensor> act_backward_reference(const torch::Tensor& grad,
                                                                const torch::Tensor& x,
                                                                const torch::Tensor& scale,

@@ -45,9 +45,11 @@ void act_fwd_span(const float* __restrict x, float* __restrict y, int64_t n, flo
   }
 }
 
+// `relu`: x is the input of a ReLU fused into the quantizer (fake_quant_act), so v <= 0 is below
+// the range: no input gradient where the ReLU's is zero, v == 0 included.
 BS_MULTIVERSION
 double act_bwd_span_portable(const float* __restrict g, const float* __restrict x, float* __restrict gx,
-                    int64_t n, float inv, float qp) {
+                    int64_t n, float inv, float qp, bool relu) {
   // Float sums over short blocks (vectorised), double across blocks.
   double acc = 0.0;
   for (int64_t b = 0; b < n; b += kBlock) {
@@ -56,7 +58,7 @@ double act_bwd_span_portable(const float* __restrict g, const float* __restrict 
 #pragma omp simd reduction(+ : s)
     for (int64_t i = b; i < end; ++i) {
       const float v = x[i] * inv;
-      const bool below = v < 0.0f;
+      const bool below = relu ? v <= 0.0f : v < 0.0f;
       const bool above = v > qp;
       const float q = round_half_even_small(std::min(std::max(v, 0.0f), qp));
       const float e = below ? 0.0f : (above ? qp : q - v);
@@ -129,7 +131,7 @@ double weight_bwd_span_portable(const float* __restrict g, const float* __restri
 __attribute__((target("avx512f"))) double act_bwd_span_avx512(const float* __restrict g,
                                                               const float* __restrict x,
                                                               float* __restrict gx, int64_t n,
-                                                              float inv, float qp) {
+                                                              float inv, float qp, bool relu) {
   const __m512 vinv = _mm512_set1_ps(inv), vqp = _mm512_set1_ps(qp), zero = _mm512_setzero_ps();
   __m512 acc = zero;
   double total = 0.0;
@@ -140,7 +142,8 @@ __attribute__((target("avx512f"))) double act_bwd_span_avx512(const float* __res
     const __m512 gv = _mm512_loadu_ps(g + i);
     const __m512 vc = _mm512_min_ps(_mm512_max_ps(v, zero), vqp);
     const __m512 q = _mm512_roundscale_ps(vc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __mmask16 inside = _mm512_cmp_ps_mask(v, vc, _CMP_EQ_OQ);
+    __mmask16 inside = _mm512_cmp_ps_mask(v, vc, _CMP_EQ_OQ);
+    if (relu) inside = _mm512_mask_cmp_ps_mask(inside, v, zero, _CMP_GT_OQ);
     // e = q - v inside, the clamped value (0 below, Qp above) outside.
     const __m512 e = _mm512_mask_blend_ps(inside, vc, _mm512_sub_ps(q, v));
     _mm512_storeu_ps(gx + i, _mm512_maskz_mov_ps(inside, gv));
@@ -152,7 +155,7 @@ __attribute__((target("avx512f"))) double act_bwd_span_avx512(const float* __res
     }
   }
   total += _mm512_reduce_add_ps(acc);
-  return total + act_bwd_span_portable(g + i, x + i, gx + i, n - i, inv, qp);
+  return total + act_bwd_span_portable(g + i, x + i, gx + i, n - i, inv, qp, relu);
 }
 
 __attribute__((target("avx512f"))) double weight_bwd_span_avx512(const float* __restrict g,
@@ -210,15 +213,15 @@ bool use_avx512() { return avx512_backward_available() && !g_force_portable.load
 // increment per span of up to kChunk elements or per weight channel.
 std::atomic<int64_t> g_spans_avx512{0}, g_spans_portable{0};
 
-double act_bwd_span(const float* g, const float* x, float* gx, int64_t n, float inv, float qp) {
+double act_bwd_span(const float* g, const float* x, float* gx, int64_t n, float inv, float qp, bool relu) {
 #ifdef BS_HAVE_X86_INTRINSICS
   if (use_avx512()) {
     g_spans_avx512.fetch_add(1, std::memory_order_relaxed);
-    return act_bwd_span_avx512(g, x, gx, n, inv, qp);
+    return act_bwd_span_avx512(g, x, gx, n, inv, qp, relu);
   }
 #endif
   g_spans_portable.fetch_add(1, std::memory_order_relaxed);
-  return act_bwd_span_portable(g, x, gx, n, inv, qp);
+  return act_bwd_span_portable(g, x, gx, n, inv, qp, relu);
 }
 
 double weight_bwd_span(const float* g, const float* w, float* gw, int64_t n, const WeightParams& p) {
@@ -303,7 +306,7 @@ torch::Tensor act_forward_fused(const torch::Tensor& x_in, const torch::Tensor& 
 
 std::pair<torch::Tensor, torch::Tensor> act_backward_fused(const torch::Tensor& grad_in,
                                                            const torch::Tensor& x_in,
-                                                           const torch::Tensor& scale, int bits) {
+                                                           const torch::Tensor& scale, int bits, bool relu) {
   check_fused(x_in, "x");
   check_fused(grad_in, "grad");
   const auto x = x_in.contiguous(layout_of(x_in));
@@ -320,7 +323,7 @@ std::pair<torch::Tensor, torch::Tensor> act_backward_fused(const torch::Tensor& 
   at::parallel_for(0, chunks, 1, [&](int64_t cb, int64_t ce) {
     for (int64_t c = cb; c < ce; ++c) {
       const int64_t b = c * kChunk, e = std::min(n, b + kChunk);
-      partial[c] = act_bwd_span(gp + b, xp + b, gxp + b, e - b, inv, qp);
+      partial[c] = act_bwd_span(gp + b, xp + b, gxp + b, e - b, inv, qp, relu);
     }
   });
   double acc = 0.0;
