@@ -54,27 +54,30 @@ class ResBlockImpl : public torch::nn::Module {
   // `bottleneck`: 1x1 -> 3x3 (stride) -> 1x1 with expansion 4; otherwise two 3x3 convs.
   ResBlockImpl(int64_t in, int64_t planes, int64_t stride, bool bottleneck, const ModelSpec& spec) {
     auto q = quant_options(spec);
+    // Inside a block every ReLU output feeds one conv only: the ReLU is fused into that conv's
+    // activation quantizer (QuantOptions::input_relu).
+    auto qr = q;
+    qr.input_relu(true);
     const int64_t out = bottleneck ? planes * 4 : planes;
     if (bottleneck) {
       conv1 = register_module("conv1", nn::QConv2d(conv_opt(in, planes, 1, 1, q)));
       bn1 = register_module("bn1", nn::SwitchableBatchNorm2d(planes, spec.bits, conv1.ptr()));
-      conv2 = register_module("conv2", nn::QConv2d(conv_opt(planes, planes, 3, stride, q)));
+      conv2 = register_module("conv2", nn::QConv2d(conv_opt(planes, planes, 3, stride, qr)));
       bn2 = register_module("bn2", nn::SwitchableBatchNorm2d(planes, spec.bits, conv2.ptr()));
-      conv3 = register_module("conv3", nn::QConv2d(conv_opt(planes, out, 1, 1, q)));
+      conv3 = register_module("conv3", nn::QConv2d(conv_opt(planes, out, 1, 1, qr)));
       bn3 = register_module("bn3", nn::SwitchableBatchNorm2d(out, spec.bits, conv3.ptr()));
     } else {
       conv1 = register_module("conv1", nn::QConv2d(conv_opt(in, planes, 3, stride, q)));
       bn1 = register_module("bn1", nn::SwitchableBatchNorm2d(planes, spec.bits, conv1.ptr()));
-      conv2 = register_module("conv2", nn::QConv2d(conv_opt(planes, planes, 3, 1, q)));
+      conv2 = register_module("conv2", nn::QConv2d(conv_opt(planes, planes, 3, 1, qr)));
       bn2 = register_module("bn2", nn::SwitchableBatchNorm2d(planes, spec.bits, conv2.ptr()));
     }
     if (stride != 1 || in != out)
       downsample = register_module("downsample", ConvBn(conv_opt(in, out, 1, stride, q), spec.bits, Act::kNone));
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    auto y = torch::relu(bn1(conv1(x)));
-    y = bn2(conv2(y));
-    if (conv3) y = bn3(conv3(torch::relu(y)));
+    auto y = bn2(conv2(bn1(conv1(x))));  // conv2 (and conv3) apply the ReLU of their input
+    if (conv3) y = bn3(conv3(y));
     return torch::relu(y + (downsample ? downsample(x) : x));
   }
 
