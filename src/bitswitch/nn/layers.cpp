@@ -82,10 +82,13 @@ void QuantLayer::ensure_weight_scale(const torch::Tensor& w) {
   weight_scale_init_.fill_(1);
 }
 
-void QuantLayer::ensure_act_scale(const torch::Tensor& x) {
+void QuantLayer::ensure_act_scale(const torch::Tensor& x_in) {
   auto& init = act_scale_init_.at(bits_.act);
   if (init.item<float>() != 0) return;
   torch::NoGradGuard ng;
+  // With an input ReLU the scale is initialised from the ReLU's output, as without the fusion
+  // (ReLU is idempotent, so an input that already went through it is fine too).
+  const auto x = input_activation(x_in.detach());
   auto& scale = act_scale_.at(bits_.act);
   if (qopt_.signed_input()) {
     const double qp = quant::signed_qmax(bits_.act);
@@ -111,13 +114,9 @@ torch::Tensor QuantLayer::input_activation(const torch::Tensor& x) const {
 
 torch::Tensor QuantLayer::quant_input(const torch::Tensor& x) {
   if (bits_.act == kFloatBits || !qopt_.quantize_input()) return input_activation(x);
-  if (qopt_.input_relu()) {
-    // The scale is initialised from the ReLU's output, as without the fusion.
-    if (act_scale_init_.at(bits_.act).item<float>() == 0) ensure_act_scale(torch::relu(x.detach()));
-    return quant::fake_quant_act(x, act_scale_.at(bits_.act), bits_.act, qopt_.impl(), /*relu=*/true);
-  }
   ensure_act_scale(x);
   auto& scale = act_scale_.at(bits_.act);
+  if (qopt_.input_relu()) return quant::fake_quant_act(x, scale, bits_.act, qopt_.impl(), /*relu=*/true);
   if (qopt_.signed_input()) {
     // Signed, symmetric, per tensor: the weight quantizer with one "channel" and no second
     // rounding (h = l) is exactly that, LSQ gradients included (g = 1 / sqrt(numel * Qp)).
