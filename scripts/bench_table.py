@@ -32,7 +32,7 @@ for name, b in sorted(rows.items()):
     label = parts[0] if parts[1].startswith("real_time") else f"{parts[0]}/{parts[1]}"
     print(f"| {label} | {threads} | {b['real_time']:.0f} | "
           f"{b['bytes_per_second'] / 1e9:.1f} | {speed} |")
-print("\nThe memcpy buffer (6.4 MB) stays in the L3 cache, as do the kernels' tensors here; memcpy runs on one "
+print("\nThe memcpy buffer (6.4 MB) can stay in the L3 cache; memcpy runs on one "
       "thread. The fused kernels split a tensor over LibTorch's threads in chunks of 16,384 elements "
       "(at::parallel_for; the scale-gradient partial sums are per chunk, so results do not depend on the "
       "thread count).")
