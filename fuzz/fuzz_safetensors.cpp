@@ -11,10 +11,11 @@
 #include <vector>
 
 #include "bitswitch/deploy/artifact.h"
-#include "bitswitch/deploy/safetensors.h"
+#include "bitswitch/format/safetensors.h"
 #include "bitswitch/util/error.h"
 
 using namespace bitswitch::deploy;
+using namespace bitswitch::format;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   SafeTensors st;

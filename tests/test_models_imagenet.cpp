@@ -4,7 +4,7 @@
 
 #include <set>
 
-#include "bitswitch/deploy/safetensors.h"
+#include "bitswitch/format/safetensors.h"
 #include "bitswitch/models/model.h"
 #include "bitswitch/models/pretrained.h"
 #include "bitswitch/nn/layers.h"
@@ -186,18 +186,18 @@ TEST(Pretrained, FpSafetensorsRoundTripAndErrors) {
   auto r18_1000 = bs::models::create_model(imagenet_spec("resnet18"));
   EXPECT_ERROR_CONTAINS(bs::models::load_fp_safetensors(*r18_1000, path), "fc.weight");
   // A tensor the model does not have; a wrong dtype.
-  const auto file = bs::deploy::read_safetensors(path);
-  std::vector<bs::deploy::TensorToWrite> tensors;
-  for (const auto& [name, v] : file.tensors()) tensors.push_back(bs::deploy::make_tensor(name, v.dtype, v.shape, v.data, v.nbytes));
+  const auto file = bs::format::read_safetensors(path);
+  std::vector<bs::format::TensorToWrite> tensors;
+  for (const auto& [name, v] : file.tensors()) tensors.push_back(bs::format::make_tensor(name, v.dtype, v.shape, v.data, v.nbytes));
   const float one = 1;
-  tensors.push_back(bs::deploy::make_tensor("layer5.0.conv1.weight", "F32", {1}, &one, sizeof(one)));
-  bs::deploy::write_safetensors(dir + "/extra.safetensors", tensors);
+  tensors.push_back(bs::format::make_tensor("layer5.0.conv1.weight", "F32", {1}, &one, sizeof(one)));
+  bs::format::write_safetensors(dir + "/extra.safetensors", tensors);
   EXPECT_ERROR_CONTAINS(bs::models::load_fp_safetensors(*b, dir + "/extra.safetensors"),
                         "tensor 'layer5.0.conv1.weight' has no counterpart");
   tensors.pop_back();
   for (auto& t : tensors)
     if (t.name == "bn1.weight") t.dtype = "I32";
-  bs::deploy::write_safetensors(dir + "/dtype.safetensors", tensors);
+  bs::format::write_safetensors(dir + "/dtype.safetensors", tensors);
   EXPECT_ERROR_CONTAINS(bs::models::load_fp_safetensors(*b, dir + "/dtype.safetensors"),
                         "tensor 'bn1.weight' has dtype I32, expected F32");
 }

@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "bitswitch/deploy/safetensors.h"
+#include "bitswitch/format/safetensors.h"
 #include "bitswitch/models/model.h"
 #include "bitswitch/models/pretrained.h"
 #include "bitswitch/nn/layers.h"
@@ -29,7 +29,7 @@ std::string fixture(const std::string& file) {
   return p.string();
 }
 
-torch::Tensor read_f32(const bs::deploy::SafeTensors& f, const std::string& name) {
+torch::Tensor read_f32(const bs::format::SafeTensors& f, const std::string& name) {
   const auto& v = f.get(name, "F32");
   auto t = torch::empty(v.shape, torch::kFloat32);
   std::memcpy(t.data_ptr<float>(), v.data, v.nbytes);
@@ -62,7 +62,7 @@ TEST(Pretrained, NamesAndShapesMatchTorchvisionStateDicts) {
 TEST(Pretrained, ImportedResnet18GivesTorchvisionLogits) {
   auto m = make("resnet18");
   bs::models::load_fp_safetensors(*m, fixture("resnet18.safetensors"));
-  const auto io = bs::deploy::read_safetensors(fixture("io.safetensors"));
+  const auto io = bs::format::read_safetensors(fixture("io.safetensors"));
   const auto x = read_f32(io, "input"), want = read_f32(io, "logits");
   m->eval();
   bs::nn::apply_bits(*m, bs::nn::BitConfig::fp32());
@@ -83,8 +83,8 @@ TEST(Pretrained, ImportedResnet18GivesTorchvisionLogits) {
   // Exporting it again gives torchvision's file back, tensor for tensor.
   const auto dir = bs::testing::temp_dir("pretrained_reexport");
   bs::models::save_fp_safetensors(*m, dir + "/r18.safetensors");
-  const auto a = bs::deploy::read_safetensors(fixture("resnet18.safetensors"));
-  const auto b = bs::deploy::read_safetensors(dir + "/r18.safetensors");
+  const auto a = bs::format::read_safetensors(fixture("resnet18.safetensors"));
+  const auto b = bs::format::read_safetensors(dir + "/r18.safetensors");
   ASSERT_EQ(a.names(), b.names());
   for (const auto& n : a.names()) {
     const auto& va = a.get(n);

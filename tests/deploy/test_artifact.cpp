@@ -19,6 +19,7 @@
 namespace fs = std::filesystem;
 using namespace bitswitch;
 using namespace bitswitch::deploy;
+using namespace bitswitch::format;
 
 namespace {
 
@@ -254,6 +255,30 @@ TEST(Artifact, RejectsEveryClassOfBadArtifact) {
     j[1].erase("stride");
     md["layers"] = j.dump();
   }, m);
+  // Numbers are checked as JSON before any conversion (a fuzzer found this one: as a float,
+  // 922337203685477580716 reached an undefined float-to-int64 conversion).
+  auto set_field = [](const char* key, nlohmann::json v) {
+    return [key, v](Ts&, Meta& md) {
+      auto j = nlohmann::json::parse(md["layers"]);
+      j[1][key] = v;
+      md["layers"] = j.dump();
+    };
+  };
+  expect("layer 'conv2': field 'in' must be an integer, got 9.223372036854776e+20",
+         [](Ts&, Meta& md) {
+           std::string l = md["layers"];  // keys are sorted: conv2's "in" precedes its "name"
+           const auto at = l.find("\"in\":", l.find("},{"));
+           const auto end = l.find_first_of(",}", at);
+           md["layers"] = l.substr(0, at) + "\"in\":922337203685477580716" + l.substr(end);
+         },
+         m);
+  expect("layer 'conv2': field 'in' = 18446744073709551615 is outside [1, 16777216]",
+         set_field("in", nlohmann::json(uint64_t(18446744073709551615ull))), m);
+  expect("layer 'conv2': field 'out' = -3 is outside [1, 16777216]", set_field("out", -3), m);
+  expect("layer 'conv2': field 'kernel' must be an integer, got 3.5", set_field("kernel", 3.5), m);
+  expect("layer 'conv2': field 'stride' must be an integer, got \"2\"", set_field("stride", "2"), m);
+  expect("layer 'conv2': field 'bias' must be true or false, got 1", set_field("bias", 1), m);
+  expect("layer 'conv2': field 'bits' = 9 is outside [2, 8]", set_field("bits", 9), m);
   expect("metadata 'bits': bit-width 9 is outside [2, 8]", [](Ts&, Meta& md) { md["bits"] = "9,4"; }, m);
   expect("tensor 'conv2.weight_codes' element 3 = 100 is outside the 4-bit range [-8, 7]", [](Ts&, Meta&) {}, [&] {
     Artifact a = random_master("smallcnn", {4, 2}, 8);

@@ -11,13 +11,13 @@
 #include <string>
 #include <vector>
 
-#include "bitswitch/deploy/safetensors.h"
+#include "bitswitch/format/safetensors.h"
 #include "bitswitch/util/error.h"
 #include "deploy_test_util.h"
 
 namespace fs = std::filesystem;
 using namespace bitswitch;
-using namespace bitswitch::deploy;
+using namespace bitswitch::format;
 
 namespace {
 

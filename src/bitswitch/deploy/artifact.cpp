@@ -9,12 +9,16 @@
 #include <thread>
 
 #include "bitswitch/deploy/packing.h"
+#include "bitswitch/format/json_fields.h"
 #include "bitswitch/nn/bit_config.h"
 #include "bitswitch/util/error.h"
 
 namespace bitswitch::deploy {
 
 using json = nlohmann::json;
+using format::make_tensor;
+using format::SafeTensors;
+using format::TensorToWrite;
 
 namespace {
 
@@ -49,16 +53,6 @@ json parse_meta_json(const SafeTensors& st, const std::string& key) {
     return json::parse(st.metadata(key));
   } catch (const json::exception& e) {
     fail(st.source(), ": metadata '", key, "' is not valid JSON: ", e.what());
-  }
-}
-
-template <typename T>
-T field(const json& j, const std::string& key, const std::string& where) {
-  BS_CHECK(j.is_object() && j.contains(key), where, ": missing field '", key, "'");
-  try {
-    return j.at(key).get<T>();
-  } catch (const json::exception&) {
-    fail(where, ": field '", key, "' has the wrong type (", j.at(key).dump(), ")");
   }
 }
 
@@ -204,7 +198,7 @@ std::vector<TensorToWrite> artifact_tensors(const Artifact& a, std::map<std::str
 void write_artifact(const std::string& path, const Artifact& a) {
   std::map<std::string, std::string> meta;
   auto tensors = artifact_tensors(a, &meta);
-  write_safetensors(path, tensors, meta);
+  format::write_safetensors(path, tensors, meta);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -249,17 +243,17 @@ Artifact artifact_from_safetensors(const SafeTensors& st) {
   for (const auto& jl : layers) {
     LayerRecord l;
     const std::string where = src + ": metadata 'layers'";
-    l.name = field<std::string>(jl, "name", where);
+    l.name = format::json_string(jl, "name", where);
     const std::string lw = src + ": layer '" + l.name + "'";
     BS_CHECK(!l.name.empty() && names.insert(l.name).second, lw, ": empty or duplicate layer name");
-    const std::string k = field<std::string>(jl, "kind", lw);
+    const std::string k = format::json_string(jl, "kind", lw);
     BS_CHECK(k == "conv" || k == "linear", lw, ": kind must be conv or linear, got '", k, "'");
     l.kind = k == "conv" ? LayerKind::kConv : LayerKind::kLinear;
-    l.out = field<int64_t>(jl, "out", lw);
-    l.in = field<int64_t>(jl, "in", lw);
-    l.kernel = field<int64_t>(jl, "kernel", lw);
-    l.stride = field<int64_t>(jl, "stride", lw);
-    l.padding = field<int64_t>(jl, "padding", lw);
+    l.out = format::json_int(jl, "out", 1, kMaxDim, lw);
+    l.in = format::json_int(jl, "in", 1, kMaxDim, lw);
+    l.kernel = format::json_int(jl, "kernel", 1, 15, lw);
+    l.stride = format::json_int(jl, "stride", 1, 16, lw);
+    l.padding = format::json_int(jl, "padding", 0, 22, lw);
     BS_CHECK(l.out > 0 && l.out <= kMaxDim && l.in > 0 && l.in <= kMaxDim, lw, ": bad shape ", l.out, " x ", l.in);
     BS_CHECK(l.kernel >= 1 && l.kernel <= 15 && l.stride >= 1 && l.stride <= 16 && l.padding >= 0 &&
                  l.padding < l.kernel + 8,
@@ -267,14 +261,14 @@ Artifact artifact_from_safetensors(const SafeTensors& st) {
     BS_CHECK(l.kind == LayerKind::kConv || (l.kernel == 1 && l.stride == 1 && l.padding == 0), lw,
              ": a linear layer has kernel 1, stride 1, padding 0");
     BS_CHECK(l.row_elems() <= kMaxDim, lw, ": rows of ", l.row_elems(), " weights are too long");
-    l.quantized = field<bool>(jl, "quantized", lw);
-    l.switchable = field<bool>(jl, "switchable", lw);
-    l.quantize_input = field<bool>(jl, "quantize_input", lw);
+    l.quantized = format::json_bool(jl, "quantized", lw);
+    l.switchable = format::json_bool(jl, "switchable", lw);
+    l.quantize_input = format::json_bool(jl, "quantize_input", lw);
     BS_CHECK(l.quantized || (!l.switchable && !l.quantize_input), lw, ": a full-precision layer is neither switchable nor input-quantized");
-    const bool has_bias = field<bool>(jl, "bias", lw);
+    const bool has_bias = format::json_bool(jl, "bias", lw);
     const int64_t K = l.row_elems();
     if (l.quantized) {
-      l.bits = field<int>(jl, "bits", lw);
+      l.bits = int(format::json_int(jl, "bits", quant::kMinBits, quant::kMaxBits, lw));
       BS_CHECK(l.bits >= quant::kMinBits && l.bits <= quant::kMaxBits, lw, ": bits ", l.bits, " is outside [2, 8]");
       if (a.master && l.switchable)
         BS_CHECK(l.bits == a.high_bits, lw, ": a master artifact stores ", a.high_bits, "-bit codes, not ", l.bits);
@@ -300,9 +294,7 @@ Artifact artifact_from_safetensors(const SafeTensors& st) {
       const json widths = jl.value("act_widths", json::array());
       BS_CHECK(widths.is_array(), lw, ": act_widths must be an array");
       for (const auto& jw : widths) {
-        BS_CHECK(jw.is_number_integer(), lw, ": act_widths entry ", jw.dump(), " is not an integer");
-        const int b = jw.get<int>();
-        BS_CHECK(b >= quant::kMinBits && b <= quant::kMaxBits, lw, ": activation width ", b, " is outside [2, 8]");
+        const int b = int(format::json_to_int(jw, quant::kMinBits, quant::kMaxBits, lw, "activation width"));
         l.act_scale[b] = read_f32(st, use(l.name + ".act_scale_" + std::to_string(b)), {1}, true)[0];
       }
       if (l.quantize_input) {
@@ -324,17 +316,17 @@ Artifact artifact_from_safetensors(const SafeTensors& st) {
   std::set<std::string> bn_names;
   for (const auto& jb : bns) {
     BnRecord b;
-    b.name = field<std::string>(jb, "name", src + ": metadata 'bns'");
+    b.name = format::json_string(jb, "name", src + ": metadata 'bns'");
     const std::string bw = src + ": BatchNorm '" + b.name + "'";
     BS_CHECK(!b.name.empty() && bn_names.insert(b.name).second, bw, ": empty or duplicate name");
-    b.source = field<std::string>(jb, "source", bw);
-    b.input = field<std::string>(jb, "input", bw);
+    b.source = format::json_string(jb, "source", bw);
+    b.input = format::json_string(jb, "input", bw);
     BS_CHECK(names.count(b.source), bw, ": source layer '", b.source, "' is not in the artifact");
     BS_CHECK(b.input.empty() || names.count(b.input), bw, ": input layer '", b.input, "' is not in the artifact");
-    b.channels = field<int64_t>(jb, "channels", bw);
+    b.channels = format::json_int(jb, "channels", 1, kMaxDim, bw);
     BS_CHECK(b.channels == a.layer(b.source).out, bw, ": ", b.channels, " channels, but layer '", b.source, "' has ",
              a.layer(b.source).out, " outputs");
-    b.eps = field<double>(jb, "eps", bw);
+    b.eps = format::json_number(jb, "eps", 0, 1, bw);
     BS_CHECK(b.eps > 0 && b.eps < 1, bw, ": eps ", b.eps, " is outside (0, 1)");
     const json keys = jb.value("keys", json::array());
     BS_CHECK(keys.is_array() && !keys.empty(), bw, ": 'keys' must be a non-empty array");
@@ -364,7 +356,7 @@ Artifact artifact_from_safetensors(const SafeTensors& st) {
   return a;
 }
 
-Artifact read_artifact(const std::string& path) { return artifact_from_safetensors(read_safetensors(path)); }
+Artifact read_artifact(const std::string& path) { return artifact_from_safetensors(format::read_safetensors(path)); }
 
 // ---------------------------------------------------------------------------------------------
 // Switching.

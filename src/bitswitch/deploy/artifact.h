@@ -30,7 +30,7 @@
 #include <string>
 #include <vector>
 
-#include "bitswitch/deploy/safetensors.h"
+#include "bitswitch/format/safetensors.h"
 #include "bitswitch/quant/double_rounding.h"
 
 namespace bitswitch::deploy {
@@ -96,8 +96,8 @@ std::string active_bn_key(const Artifact& a, const BnRecord& bn);
 
 // safetensors <-> Artifact. Reading validates everything: metadata, names, dtypes, shapes,
 // code ranges, finite positive scales; errors name the file and the tensor or field.
-std::vector<TensorToWrite> artifact_tensors(const Artifact& a, std::map<std::string, std::string>* metadata);
-Artifact artifact_from_safetensors(const SafeTensors& st);
+std::vector<format::TensorToWrite> artifact_tensors(const Artifact& a, std::map<std::string, std::string>* metadata);
+Artifact artifact_from_safetensors(const format::SafeTensors& st);
 void write_artifact(const std::string& path, const Artifact& a);
 Artifact read_artifact(const std::string& path);
 

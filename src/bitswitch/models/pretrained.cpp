@@ -6,7 +6,7 @@
 #include <cstring>
 #include <set>
 
-#include "bitswitch/deploy/safetensors.h"
+#include "bitswitch/format/safetensors.h"
 #include "bitswitch/nn/layers.h"
 #include "bitswitch/util/error.h"
 
@@ -55,7 +55,7 @@ std::vector<FpTensor> fp_tensors(torch::nn::Module& model) {
 }
 
 void load_fp_safetensors(torch::nn::Module& model, const std::string& path) {
-  const auto file = deploy::read_safetensors(path);
+  const auto file = format::read_safetensors(path);
   const auto targets = fp_tensors(model);
   std::set<std::string> used;
   torch::NoGradGuard ng;
@@ -87,15 +87,15 @@ void load_fp_safetensors(torch::nn::Module& model, const std::string& path) {
 
 void save_fp_safetensors(torch::nn::Module& model, const std::string& path,
                          const std::map<std::string, std::string>& metadata) {
-  std::vector<deploy::TensorToWrite> out;
+  std::vector<format::TensorToWrite> out;
   for (const auto& t : fp_tensors(model)) {
     std::vector<int64_t> shape(t.tensor.sizes().begin(), t.tensor.sizes().end());
     const bool counter = is_counter(t.torchvision_name);
     auto c = t.tensor.detach().to(torch::kCPU, counter ? torch::kInt64 : torch::kFloat32).contiguous();
-    out.push_back(deploy::make_tensor(t.torchvision_name, counter ? "I64" : "F32", shape, c.data_ptr(),
+    out.push_back(format::make_tensor(t.torchvision_name, counter ? "I64" : "F32", shape, c.data_ptr(),
                                       c.numel() * c.element_size()));
   }
-  deploy::write_safetensors(path, out, metadata);
+  format::write_safetensors(path, out, metadata);
 }
 
 }  // namespace bitswitch::models

@@ -1,5 +1,5 @@
 // safetensors reader (validating every header field) and atomic writer; see safetensors.h.
-#include "bitswitch/deploy/safetensors.h"
+#include "bitswitch/format/safetensors.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -15,10 +15,10 @@
 #include "bitswitch/util/error.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "bitswitch::deploy assumes a little-endian host (safetensors data is little-endian)"
+#error "bitswitch::format assumes a little-endian host (safetensors data is little-endian)"
 #endif
 
-namespace bitswitch::deploy {
+namespace bitswitch::format {
 namespace {
 
 using json = nlohmann::json;
@@ -422,4 +422,4 @@ void write_safetensors(const std::string& path, const std::vector<TensorToWrite>
   });
 }
 
-}  // namespace bitswitch::deploy
+}  // namespace bitswitch::format

@@ -1,4 +1,5 @@
-// safetensors reader and writer (no LibTorch): the container of the deployment artifact.
+// safetensors reader and writer (no LibTorch): the file format of the deployment artifact and of
+// FP32 weight import/export. It sits below both `models` and `deploy`, which share it.
 //
 // Format: 8-byte little-endian u64 N, then N bytes of JSON header
 //   {"<name>": {"dtype": "I8", "shape": [..], "data_offsets": [begin, end]}, ...,
@@ -16,7 +17,7 @@
 #include <string>
 #include <vector>
 
-namespace bitswitch::deploy {
+namespace bitswitch::format {
 
 // Size in bytes of one element of a safetensors dtype ("F32" -> 4). Throws for unknown names.
 size_t safetensors_dtype_size(const std::string& dtype);
@@ -94,4 +95,4 @@ std::vector<uint8_t> serialize_safetensors(const std::vector<TensorToWrite>& ten
 void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
-}  // namespace bitswitch::deploy
+}  // namespace bitswitch::format
