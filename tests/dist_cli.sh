@@ -34,6 +34,14 @@ timeout 300 "$BIN" train --resume --out "$TMP/res" >"$TMP/res.json" 2>"$TMP/res2
 grep -q '"finished": true' "$TMP/res.json" || bad "resumed run did not finish: $(cat "$TMP/res.json")"
 [ "$(wc -l <"$TMP/res/metrics.jsonl")" = 3 ] || bad "resumed run: expected 3 metrics lines"
 
+# 2b. A model with transitional BNs (resnet20 {8,4}) over two joint epochs: the checkpoint writer
+# on rank 0 must not change its replica (the replica check after joint epoch 2 used to fail).
+timeout 300 "$BIN" train --nproc 2 --model resnet20 --bits 8,4 --batch 32 --train-limit 64 --test-limit 32 --threads 1 \
+  --log-interval 1000 --dist-timeout 60 --fp-epochs 1 --epochs 2 --out "$TMP/tbn" >/dev/null 2>"$TMP/tbn.txt" ||
+  { bad "resnet20 {8,4} two joint epochs on 2 processes failed"; cat "$TMP/tbn.txt"; }
+grep -q "replicas differ" "$TMP/tbn.txt" && bad "replicas differ: $(grep 'replicas differ' "$TMP/tbn.txt")"
+[ "$(wc -l <"$TMP/tbn/metrics.jsonl" 2>/dev/null)" = 3 ] || bad "resnet20 run: expected 3 metrics lines"
+
 # 3. A rank killed mid-training: the launcher stops the job, names the rank, exits non-zero.
 "$BIN" train --nproc 2 --model smallcnn --batch 64 --train-limit 4096 --test-limit 128 --threads 1 --fp-epochs 20 \
   --epochs 1 --log-interval 1000 --out "$TMP/kill" >/dev/null 2>"$TMP/kill.txt" &

@@ -22,6 +22,9 @@
 #include <thread>
 
 #include "bitswitch/data/loader.h"
+#include "bitswitch/models/model.h"
+#include "bitswitch/nn/layers.h"
+#include "bitswitch/train/checkpoint.h"
 #include "bitswitch/train/distributed.h"
 #include "bitswitch/util/error.h"
 #include "test_util.h"
@@ -332,4 +335,49 @@ TEST(Device, CudaOnACpuBuildIsAClearError) {
     EXPECT_EQ(train::resolve_device("cuda:0", 3), torch::Device(torch::kCUDA, 0));
     EXPECT_ERROR_CONTAINS(train::resolve_device("cuda:999", 0), "GPU(s) are visible");
   }
+}
+
+// The checkpoint writer runs on rank 0 alone, so saving must not change the model being trained:
+// the transitional BNs' mirror of their uniform BN (nn::transitional_mirror_state) goes into the
+// saved state only. (Before, rank 0 copied it into its own replica and the replica check failed
+// after the second joint epoch; dist_cli.sh runs that job through the binary.)
+TEST(Checkpoint, SavingTransitionalMirrorLeavesTheModelUnchanged) {
+  models::ModelSpec spec;
+  spec.bits = {8, 4};
+  torch::manual_seed(3);
+  auto m = models::create_model(spec);
+  {
+    torch::NoGradGuard ng;
+    for (auto& t : m->parameters()) t.copy_(torch::randn_like(t));
+    for (auto& b : m->buffers())
+      if (b.is_floating_point()) b.copy_(torch::rand_like(b) + 0.5);
+  }
+  std::map<std::string, torch::Tensor> before;
+  for (const auto& p : m->named_parameters()) before[p.key()] = p.value().detach().clone();
+  for (const auto& b : m->named_buffers()) before[b.key()] = b.value().detach().clone();
+  const auto mirror = nn::transitional_mirror_state(*m);
+  size_t transitional = 0;
+  for (const auto& [name, _] : before) transitional += nn::is_transitional_bn_tensor(name);
+  EXPECT_EQ(mirror.size(), transitional);
+  EXPECT_GT(transitional, 0u);
+  for (const auto& [name, t] : mirror) EXPECT_TRUE(nn::is_transitional_bn_tensor(name)) << name;
+  const auto dir = bitswitch::testing::temp_dir("ckpt_mirror");
+  train::CheckpointData d;
+  d.meta = {{"spec", train::spec_to_json(spec)}, {"phase", "joint"}, {"epoch", 1}};
+  d.model = m.get();
+  d.model_overrides = mirror;
+  train::save_checkpoint(dir + "/c.pt", d);
+  for (const auto& p : m->named_parameters()) ASSERT_TRUE(torch::equal(p.value(), before.at(p.key()))) << p.key();
+  for (const auto& b : m->named_buffers()) ASSERT_TRUE(torch::equal(b.value(), before.at(b.key()))) << b.key();
+  // The saved transitional BNs are their uniform BN's; everything else is the model's.
+  auto loaded = models::create_model(spec);
+  train::Checkpoint(dir + "/c.pt").load_model(*loaded, /*strict=*/true);
+  auto bn = [&](const std::string& name) { return loaded->named_modules()[name]->as<nn::SwitchableBatchNorm2dImpl>(); };
+  EXPECT_TRUE(torch::equal(bn("blocks.0.bn2")->bn_for_key("8_4")->running_var, bn("blocks.0.bn2")->bn_for(4)->running_var));
+  EXPECT_TRUE(torch::equal(bn("blocks.0.bn2")->bn_for_key("4_8")->weight, bn("blocks.0.bn2")->bn_for(8)->weight));
+  for (const auto& p : loaded->named_parameters())
+    if (!nn::is_transitional_bn_tensor(p.key())) ASSERT_TRUE(torch::equal(p.value(), before.at(p.key()))) << p.key();
+  // An override of a tensor the model lacks is an error.
+  d.model_overrides = {{"no.such.tensor", torch::zeros({1})}};
+  EXPECT_ERROR_CONTAINS(train::save_checkpoint(dir + "/d.pt", d), "override of unknown tensor 'no.such.tensor'");
 }

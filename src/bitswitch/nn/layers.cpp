@@ -310,13 +310,20 @@ torch::Tensor SwitchableBatchNorm2dImpl::forward(const torch::Tensor& x) {
 }
 
 namespace {
+// Every tensor of a BN's state, by its name in the module (the set copy_bn copies).
+std::vector<std::pair<const char*, torch::Tensor>> bn_state(const torch::nn::BatchNorm2d& bn) {
+  return {{"weight", bn->weight},
+          {"bias", bn->bias},
+          {"running_mean", bn->running_mean},
+          {"running_var", bn->running_var},
+          {"num_batches_tracked", bn->num_batches_tracked}};
+}
+
 void copy_bn(torch::nn::BatchNorm2d& to, const torch::nn::BatchNorm2d& from) {
   torch::NoGradGuard ng;
-  to->weight.copy_(from->weight);
-  to->bias.copy_(from->bias);
-  to->running_mean.copy_(from->running_mean);
-  to->running_var.copy_(from->running_var);
-  to->num_batches_tracked.copy_(from->num_batches_tracked);
+  auto dst = bn_state(to);
+  const auto src = bn_state(from);
+  for (size_t i = 0; i < dst.size(); ++i) dst[i].second.copy_(src[i].second);
 }
 }  // namespace
 
@@ -331,6 +338,17 @@ void SwitchableBatchNorm2dImpl::init_transitional_from_uniform() {
     const auto sep = key.find('_');
     if (sep != std::string::npos) copy_bn(bn, bns_.at(key.substr(sep + 1)));
   }
+}
+
+std::map<std::string, torch::Tensor> SwitchableBatchNorm2dImpl::transitional_mirror(const std::string& prefix) const {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& [key, bn] : bns_) {
+    const auto sep = key.find('_');
+    if (sep == std::string::npos) continue;
+    for (const auto& [name, t] : bn_state(bns_.at(key.substr(sep + 1))))
+      out.emplace(prefix + "bn_" + key + "." + name, t.detach().clone());
+  }
+  return out;
 }
 
 // ---------------- model helpers ----------------
@@ -379,6 +397,14 @@ void init_widths_from_fp(torch::nn::Module& model) {
 void init_transitional_from_uniform(torch::nn::Module& model) {
   for (const auto& m : model.modules(false))
     if (auto bn = std::dynamic_pointer_cast<SwitchableBatchNorm2dImpl>(m)) bn->init_transitional_from_uniform();
+}
+
+std::map<std::string, torch::Tensor> transitional_mirror_state(const torch::nn::Module& model) {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& item : model.named_modules("", /*include_self=*/false))
+    if (auto bn = std::dynamic_pointer_cast<SwitchableBatchNorm2dImpl>(item.value()))
+      out.merge(bn->transitional_mirror(item.key() + "."));
+  return out;
 }
 
 bool is_transitional_bn_tensor(const std::string& name) {

@@ -171,6 +171,9 @@ class SwitchableBatchNorm2dImpl : public torch::nn::Module {
   void init_widths_from_fp();
   // Copies bn_<b> into every transitional bn_<p>_<b> (when HASB training starts).
   void init_transitional_from_uniform();
+  // What init_transitional_from_uniform would store, without changing this module: tensor name
+  // ("<prefix>bn_8_4.running_mean") -> a copy of the uniform BN's tensor.
+  std::map<std::string, torch::Tensor> transitional_mirror(const std::string& prefix) const;
   const std::vector<int>& widths() const { return bits_; }
   std::shared_ptr<QuantLayer> source() const { return source_; }
   void set_integer_eval(bool on) { integer_eval_ = on; }
@@ -195,6 +198,9 @@ void apply_bits(torch::nn::Module& model, const BitConfig& config);
 void init_widths_from_fp(torch::nn::Module& model);
 // Every transitional BN takes the statistics of its uniform BN bn_<b> (starting HASB).
 void init_transitional_from_uniform(torch::nn::Module& model);
+// The state of every transitional BN as init_transitional_from_uniform would set it, by full
+// tensor name, leaving the model unchanged (a checkpoint writer stores it in place of the model's).
+std::map<std::string, torch::Tensor> transitional_mirror_state(const torch::nn::Module& model);
 // True for the name of a tensor of a transitional BN ("....bn_8_4.running_mean").
 bool is_transitional_bn_tensor(const std::string& name);
 

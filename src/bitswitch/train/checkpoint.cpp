@@ -56,6 +56,13 @@ void save_checkpoint(const std::string& path, const CheckpointData& data) {
   c10::Dict<std::string, torch::Tensor> state;
   for (const auto& p : data.model->named_parameters()) state.insert(p.key(), p.value().detach());
   for (const auto& b : data.model->named_buffers()) state.insert(b.key(), b.value().detach());
+  for (const auto& [name, t] : data.model_overrides) {
+    auto it = state.find(name);
+    BS_CHECK(it != state.end(), "save_checkpoint: override of unknown tensor '", name, "'");
+    BS_CHECK(it->value().sizes() == t.sizes(), "save_checkpoint: override of '", name, "' has shape ", t.sizes(),
+             ", the model's is ", it->value().sizes());
+    state.insert_or_assign(name, t.detach());
+  }
   archive.write("model", c10::IValue(state));
   if (data.optimizer) {
     torch::serialize::OutputArchive opt;

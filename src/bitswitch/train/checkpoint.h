@@ -29,6 +29,9 @@ struct CheckpointData {
   const torch::nn::Module* model = nullptr;
   const torch::optim::Optimizer* optimizer = nullptr;
   std::map<std::string, torch::Tensor> extra;   // e.g. KD targets of the previous epoch
+  // Saved in place of the model's tensors of these names (each must exist); the model itself is
+  // never changed by saving (e.g. nn::transitional_mirror_state).
+  std::map<std::string, torch::Tensor> model_overrides;
 };
 
 // Writes `path` through a temporary file and rename: never a partial file under `path`.

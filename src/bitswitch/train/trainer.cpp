@@ -543,8 +543,9 @@ class Trainer {
   void save(const std::string& phase, int epoch) {
     // Until HASB trains them, transitional BNs mirror the uniform width's BN, so mixed configs of
     // a jointly trained model (search candidates, --layer-bits) use the statistics of their width.
-    if (phase == "joint" && !cfg_.hasb) nn::init_transitional_from_uniform(*model_);
+    // Computed into the saved state: saving never changes the model being trained (on rank 0 alone).
     CheckpointData d;
+    if (phase == "joint" && !cfg_.hasb) d.model_overrides = nn::transitional_mirror_state(*model_);
     d.meta = meta(phase, epoch);
     d.model = model_.get();
     d.optimizer = optimizer_.get();
