@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "bitswitch/train/config.h"
@@ -106,4 +107,76 @@ TEST(Config, EveryRecipeInConfigsParsesAndValidates) {
   bad.init = "a.pt";
   bad.pretrained = "b.safetensors";
   EXPECT_ERROR_CONTAINS(bad.validate(), "either `init` (a checkpoint) or `pretrained`");
+}
+
+// YAML values are decoded as their field's type under YAML 1.2's core schema: its forms of
+// integers (0x, 0o, leading zeros are decimal), floats (1e-3, .5) and booleans are read; anything
+// else (yes/on, .inf, a quoted number for a number field, a number for a string field, null, lists)
+// is an error naming the file, the field and the value.
+TEST(Config, YamlValuesAreReadAsTheFieldsTypeOrRejectedByName) {
+  const auto dir = bitswitch::testing::temp_dir("config_yaml_types");
+  auto load = [&](const std::string& text) {
+    train::TrainConfig c;
+    const auto p = write(dir, "t.yaml", text);
+    c.merge_json(train::load_config_file(p), "t.yaml");
+    return c;
+  };
+  const auto c = load(
+      "batch: 0x10\nepochs: 0o7\nfp_epochs: 010\nlr: 1e-3\nmomentum: .5\nfp_lr: 2\nkd: True\nalrs: FALSE\n"
+      "seed: 0xFFFFFFFF\ntrain_limit: +12\nout: '123'\ndata_dir: \"yes\"\nbits: 8,4\n");
+  EXPECT_EQ(c.batch, 16);
+  EXPECT_EQ(c.epochs, 7);
+  EXPECT_EQ(c.fp_epochs, 10);
+  EXPECT_DOUBLE_EQ(c.lr, 1e-3);
+  EXPECT_DOUBLE_EQ(c.momentum, 0.5);
+  EXPECT_DOUBLE_EQ(c.fp_lr, 2.0);
+  EXPECT_TRUE(c.kd);
+  EXPECT_FALSE(c.alrs);
+  EXPECT_EQ(c.seed, 0xFFFFFFFFull);
+  EXPECT_EQ(c.train_limit, 12);
+  EXPECT_EQ(c.out, "123");
+  EXPECT_EQ(c.data_dir, "yes");
+  EXPECT_EQ(c.bits, (std::vector<int>{8, 4}));
+  EXPECT_EQ(load("bits: [0x8, 0o4]\n").bits, (std::vector<int>{8, 4}));
+
+  EXPECT_ERROR_CONTAINS(load("kd: yes\n"),
+                        "t.yaml: field 'kd' must be a boolean (true or false), got 'yes' (a string) (YAML 1.2 reads it "
+                        "as a string; write true or false)");
+  EXPECT_ERROR_CONTAINS(load("hflip: on\n"), "field 'hflip' must be a boolean (true or false), got 'on'");
+  EXPECT_ERROR_CONTAINS(load("alrs: 1\n"), "field 'alrs' must be a boolean (true or false), got '1' (an integer)");
+  EXPECT_ERROR_CONTAINS(load("kd: 'true'\n"), "field 'kd' must be a boolean (true or false), got 'true' (a quoted string)");
+  EXPECT_ERROR_CONTAINS(load("lr: .inf\n"), "t.yaml: field 'lr' must be a finite number, got '.inf' (a number)");
+  EXPECT_ERROR_CONTAINS(load("lr: -.Inf\n"), "field 'lr' must be a finite number, got '-.Inf'");
+  EXPECT_ERROR_CONTAINS(load("momentum: .nan\n"), "field 'momentum' must be a finite number, got '.nan'");
+  EXPECT_ERROR_CONTAINS(load("lr: fast\n"), "field 'lr' must be a number, got 'fast' (a string)");
+  EXPECT_ERROR_CONTAINS(load("batch: 1e3\n"), "field 'batch' must be an integer, got '1e3' (a number)");
+  EXPECT_ERROR_CONTAINS(load("batch: 64.0\n"), "field 'batch' must be an integer, got '64.0' (a number)");
+  EXPECT_ERROR_CONTAINS(load("batch: '64'\n"), "field 'batch' must be an integer, got '64' (a quoted string)");
+  EXPECT_ERROR_CONTAINS(load("batch: 0x1FFFFFFFF\n"), "field 'batch' must be an integer in range, got '0x1FFFFFFFF'");
+  EXPECT_ERROR_CONTAINS(load("epochs: -3000000000\n"), "field 'epochs' must be an integer in range");
+  EXPECT_ERROR_CONTAINS(load("seed: -1\n"), "field 'seed' must be a non-negative integer, got '-1'");
+  EXPECT_ERROR_CONTAINS(load("seed: 0x10000000000000000\n"), "field 'seed' must be an integer in range");
+  EXPECT_ERROR_CONTAINS(load("out: 123\n"), "field 'out' must be a string, got '123' (an integer) (quote it to mean the text)");
+  EXPECT_ERROR_CONTAINS(load("model: true\n"), "field 'model' must be a string, got 'true' (a boolean)");
+  EXPECT_ERROR_CONTAINS(load("init:\n"), "field 'init' must be a string, got nothing (null)");
+  EXPECT_ERROR_CONTAINS(load("init: ~\n"), "field 'init' must be a string, got nothing (null)");
+  EXPECT_ERROR_CONTAINS(load("lr: [1]\n"), "field 'lr' must be a number, got a list");
+  EXPECT_ERROR_CONTAINS(load("bits: [8, yes]\n"), "field 'bits' must be an integer, got 'yes' (a string)");
+  EXPECT_ERROR_CONTAINS(load("bits: {a: 1}\n"), "field 'bits' must be a string, got a mapping");
+  EXPECT_ERROR_CONTAINS(load("epochs: 2\nepochs: 3\n"), "t.yaml: field 'epochs' is given twice");
+  EXPECT_ERROR_CONTAINS(load("lerning_rate: 1\n"), "unknown field 'lerning_rate'");
+}
+
+// JSON numbers are range-checked before conversion too, and floats must be finite.
+TEST(Config, JsonIntegersAreRangeChecked) {
+  train::TrainConfig c;
+  EXPECT_ERROR_CONTAINS(c.merge_json(json{{"batch", 4294967296LL}}, "c.json"),
+                        "c.json: field 'batch' must be an integer in range, got 4294967296");
+  EXPECT_ERROR_CONTAINS(c.merge_json(json{{"epochs", 18446744073709551615ull}}, "c.json"), "field 'epochs' must be an integer in range");
+  EXPECT_ERROR_CONTAINS(c.merge_json(json{{"seed", -1}}, "c.json"), "field 'seed' must be a non-negative integer");
+  EXPECT_ERROR_CONTAINS(c.merge_json(json{{"lr", std::numeric_limits<double>::infinity()}}, "c.json"),
+                        "field 'lr' must be a finite number");
+  c.merge_json(json{{"seed", 18446744073709551615ull}, {"batch", 32}}, "c.json");
+  EXPECT_EQ(c.seed, 18446744073709551615ull);
+  EXPECT_EQ(c.batch, 32);
 }

@@ -3,10 +3,15 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <regex>
 
 #include "bitswitch/nn/bit_config.h"
 #include "bitswitch/util/atomic_file.h"
@@ -33,13 +38,99 @@ T get_as(const json& v, const std::string& key, const std::string& source) {
     return v.get<std::string>();
   } else if constexpr (std::is_floating_point_v<T>) {
     if (!v.is_number()) bad("a number");
-    return v.get<T>();
-  } else if constexpr (std::is_unsigned_v<T>) {
-    if (!v.is_number_integer() || (v.is_number_integer() && v.get<int64_t>() < 0)) bad("a non-negative integer");
-    return v.get<T>();
+    const T x = v.get<T>();
+    if (!std::isfinite(x)) bad("a finite number");
+    return x;
   } else {
-    if (!v.is_number_integer()) bad("an integer");
+    // Integers are range-checked as JSON before converting: no wrapped or truncated values.
+    if (!v.is_number_integer()) bad(std::is_unsigned_v<T> ? "a non-negative integer" : "an integer");
+    if (v.is_number_unsigned()) {
+      if (v.get<uint64_t>() > uint64_t(std::numeric_limits<T>::max())) bad("an integer in range");
+    } else {
+      const int64_t i = v.get<int64_t>();
+      if (std::is_unsigned_v<T> && i < 0) bad("a non-negative integer");
+      if constexpr (!std::is_unsigned_v<T>)
+        if (i < int64_t(std::numeric_limits<T>::min()) || i > int64_t(std::numeric_limits<T>::max()))
+          bad("an integer in range");
+    }
     return v.get<T>();
+  }
+}
+
+// ---- YAML: each value decoded as its field's type (YAML 1.2 core schema) ----
+
+// What a plain (unquoted) YAML 1.2 scalar resolves to under the core schema.
+enum class YamlScalar { kNull, kBool, kInt, kFloat, kString };
+
+YamlScalar core_schema_type(const std::string& s) {
+  static const std::regex null_re("~|null|Null|NULL|");
+  static const std::regex bool_re("true|True|TRUE|false|False|FALSE");
+  static const std::regex int_re("[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+");
+  static const std::regex float_re(
+      "[-+]?(\\.[0-9]+|[0-9]+(\\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\\.(inf|Inf|INF)|\\.nan|\\.NaN|\\.NAN");
+  if (std::regex_match(s, null_re)) return YamlScalar::kNull;
+  if (std::regex_match(s, bool_re)) return YamlScalar::kBool;
+  if (std::regex_match(s, int_re)) return YamlScalar::kInt;
+  if (std::regex_match(s, float_re)) return YamlScalar::kFloat;
+  return YamlScalar::kString;
+}
+
+const char* scalar_kind(YamlScalar k) {
+  switch (k) {
+    case YamlScalar::kNull: return "null";
+    case YamlScalar::kBool: return "a boolean";
+    case YamlScalar::kInt: return "an integer";
+    case YamlScalar::kFloat: return "a number";
+    default: return "a string";
+  }
+}
+
+// Decodes `node` (the value of field `key`) as T, or fails naming the file, the field and the value.
+template <typename T>
+T yaml_as(const YAML::Node& node, const std::string& key, const std::string& source) {
+  const bool scalar = node.IsScalar();
+  const bool quoted = scalar && node.Tag() == "!";
+  const std::string text = scalar ? node.Scalar() : std::string();
+  const YamlScalar kind = !scalar ? YamlScalar::kNull : quoted ? YamlScalar::kString : core_schema_type(text);
+  auto bad = [&](const std::string& want, const std::string& hint = "") {
+    const std::string got = !scalar ? (node.IsSequence() ? "a list" : node.IsMap() ? "a mapping" : "nothing (null)")
+                                    : "'" + text + "' (" + (quoted ? "a quoted string" : scalar_kind(kind)) + ")";
+    fail(source, ": field '", key, "' must be ", want, ", got ", got, hint);
+  };
+  if (!scalar) bad(std::is_same_v<T, bool> ? "a boolean" : std::is_same_v<T, std::string> ? "a string" : "a number");
+  if constexpr (std::is_same_v<T, bool>) {
+    if (kind != YamlScalar::kBool) {
+      static const std::regex yaml11("y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF");
+      bad("a boolean (true or false)",
+          !quoted && std::regex_match(text, yaml11) ? " (YAML 1.2 reads it as a string; write true or false)" : "");
+    }
+    return text[0] == 't' || text[0] == 'T';
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    if (kind != YamlScalar::kString) bad("a string", " (quote it to mean the text)");
+    return text;
+  } else if constexpr (std::is_floating_point_v<T>) {
+    if (kind != YamlScalar::kInt && kind != YamlScalar::kFloat) bad("a number");
+    if (kind == YamlScalar::kInt && (text.rfind("0x", 0) == 0 || text.rfind("0o", 0) == 0))
+      return T(yaml_as<int64_t>(node, key, source));
+    if (text.find_first_of("iInN") != std::string::npos) bad("a finite number");  // .inf, .nan
+    return node.as<T>();  // 1e-3, .5, +2.
+  } else {
+    if (kind != YamlScalar::kInt) bad(std::is_unsigned_v<T> ? "a non-negative integer" : "an integer");
+    // YAML 1.2: decimal (leading zeros are decimal), 0o octal, 0x hexadecimal.
+    const int base = text.rfind("0x", 0) == 0 ? 16 : text.rfind("0o", 0) == 0 ? 8 : 10;
+    const std::string digits = base == 10 ? text : text.substr(2);
+    errno = 0;
+    char* end = nullptr;
+    const bool negative = !digits.empty() && digits[0] == '-';
+    if (std::is_unsigned_v<T> && negative) bad("a non-negative integer");
+    if (negative) {
+      const long long v = std::strtoll(digits.c_str(), &end, base);
+      if (errno == ERANGE || *end || v < (long long)std::numeric_limits<T>::min()) bad("an integer in range");
+      return T(v);
+    }
+    const unsigned long long v = std::strtoull(digits.c_str(), &end, base);
+    if (errno == ERANGE || *end || v > (unsigned long long)std::numeric_limits<T>::max()) bad("an integer in range");
+    return T(v);
   }
 }
 
@@ -47,14 +138,17 @@ struct Field {
   std::string help;
   std::function<void(TrainConfig&, const json&, const std::string&)> set;
   std::function<json(const TrainConfig&)> get;
+  // The YAML value decoded as the field's type (yaml_as<T>), as JSON for `set`.
+  std::function<json(const YAML::Node&, const std::string&)> from_yaml;
 };
 
-#define BS_FIELD(name, type, help)                                                            \
-  {                                                                                           \
-    #name, Field {                                                                            \
+#define BS_FIELD(name, type, help)                                                                              \
+  {                                                                                                             \
+    #name, Field {                                                                                              \
       help, [](TrainConfig& c, const json& v, const std::string& src) { c.name = get_as<type>(v, #name, src); }, \
-          [](const TrainConfig& c) { return json(c.name); }                                   \
-    }                                                                                         \
+          [](const TrainConfig& c) { return json(c.name); },                                                    \
+          [](const YAML::Node& n, const std::string& src) { return json(yaml_as<type>(n, #name, src)); }        \
+    }                                                                                                           \
   }
 
 const std::vector<std::pair<std::string, Field>>& fields() {
@@ -79,7 +173,15 @@ const std::vector<std::pair<std::string, Field>>& fields() {
                  fail(src, ": field 'bits' must be a list of integers, got ", v.dump());
                }
              },
-             [](const TrainConfig& c) { return json(c.bits); }}},
+             [](const TrainConfig& c) { return json(c.bits); },
+             [](const YAML::Node& n, const std::string& src) {
+               if (n.IsSequence()) {
+                 json a = json::array();
+                 for (const auto& x : n) a.push_back(yaml_as<int>(x, "bits", src));
+                 return a;
+               }
+               return json(yaml_as<std::string>(n, "bits", src));  // "8,6,4,2"
+             }}},
       BS_FIELD(first_last_bits, int, "width of the first conv and last linear: 32 (FP) or 8"),
       BS_FIELD(second_rounding, std::string, "second rounding of Double Rounding: half-up or floor"),
       BS_FIELD(exact_scale_grad, bool, "multiply the weight-scale gradient by 2^(h-l)"),
@@ -133,42 +235,24 @@ const Field* find_field(const std::string& name) {
   return nullptr;
 }
 
-json yaml_to_json(const YAML::Node& node, const std::string& path) {
-  switch (node.Type()) {
-    case YAML::NodeType::Null:
-      return nullptr;
-    case YAML::NodeType::Scalar: {
-      const std::string s = node.Scalar();
-      if (node.Tag() == "!") return s;  // quoted
-      if (s == "true" || s == "True") return true;
-      if (s == "false" || s == "False") return false;
-      try {
-        size_t used = 0;
-        long long i = std::stoll(s, &used);
-        if (used == s.size()) return i;
-      } catch (...) {
-      }
-      try {
-        size_t used = 0;
-        double d = std::stod(s, &used);
-        if (used == s.size()) return d;
-      } catch (...) {
-      }
-      return s;
-    }
-    case YAML::NodeType::Sequence: {
-      json a = json::array();
-      for (const auto& x : node) a.push_back(yaml_to_json(x, path));
-      return a;
-    }
-    case YAML::NodeType::Map: {
-      json o = json::object();
-      for (const auto& kv : node) o[kv.first.as<std::string>()] = yaml_to_json(kv.second, path);
-      return o;
-    }
-    default:
-      fail(path, ": unsupported YAML node");
+const Field& field_or_fail(const std::string& key, const std::string& source) {
+  if (const Field* f = find_field(key)) return *f;
+  std::string known;
+  for (const auto& [n, _] : fields()) known += (known.empty() ? "" : ", ") + n;
+  fail(source, ": unknown field '", key, "' (known fields: ", known, ")");
+}
+
+// A YAML config: a mapping whose values are decoded by their fields' types.
+json yaml_config_to_json(const YAML::Node& root, const std::string& path) {
+  BS_CHECK(root.IsMap(), path, ": the configuration must be a mapping of field names to values");
+  json o = json::object();
+  for (const auto& kv : root) {
+    BS_CHECK(kv.first.IsScalar(), path, ": field names must be plain text");
+    const std::string key = kv.first.Scalar();
+    BS_CHECK(!o.contains(key), path, ": field '", key, "' is given twice");
+    o[key] = field_or_fail(key, path).from_yaml(kv.second, path);
   }
+  return o;
 }
 
 }  // namespace
@@ -181,15 +265,7 @@ json TrainConfig::to_json() const {
 
 void TrainConfig::merge_json(const json& j, const std::string& source) {
   BS_CHECK(j.is_object(), source, ": the configuration must be a mapping of field names to values");
-  for (const auto& [key, value] : j.items()) {
-    const Field* f = find_field(key);
-    if (!f) {
-      std::string known;
-      for (const auto& [n, _] : fields()) known += (known.empty() ? "" : ", ") + n;
-      fail(source, ": unknown field '", key, "' (known fields: ", known, ")");
-    }
-    f->set(*this, value, source);
-  }
+  for (const auto& [key, value] : j.items()) field_or_fail(key, source).set(*this, value, source);
 }
 
 void TrainConfig::validate() const {
@@ -239,7 +315,7 @@ json load_config_file(const std::string& path) {
   const std::string ext = std::filesystem::path(path).extension().string();
   if (ext == ".yaml" || ext == ".yml") {
     try {
-      return yaml_to_json(YAML::Load(text), path);
+      return yaml_config_to_json(YAML::Load(text), path);
     } catch (const YAML::Exception& e) {
       fail(path, ": invalid YAML: ", e.what());
     }
