@@ -134,6 +134,69 @@ TEST_P(FusedKernel, ActivationForwardBitExactAndBackwardMatches) {
   portable.expect_selected_path_ran();
 }
 
+// Every path of the second rounding against its one scalar definition (derive_code), on every
+// h-bit code (plus clamped values beyond the range) and every shift d = h - l, in both modes:
+// the fused forward, the reference forward, and the backward paths (portable loops and, where
+// the CPU has it, the explicit AVX-512 kernel), whose scale gradient with one element per
+// channel (16 copies of one code: a whole AVX-512 vector) is exactly 16 e g (e = q_l - v inside
+// the l-bit range, the bound outside) with g the shared LSQ gradient scale (lsq_grad_scale).
+TEST_P(FusedKernel, EveryCodeEveryShiftMatchesTheScalarDefinition) {
+  PortableKernels portable(GetParam());
+  for (int h = kMinBits; h <= kMaxBits; ++h) {
+    const int lo = signed_qmin(h) - 3, hi = signed_qmax(h) + 3;
+    const int64_t n = hi - lo + 1;
+    auto codes = torch::arange(lo, hi + 1, torch::kInt32);
+    auto s = torch::full({n}, 0.015625f);  // 2^-6: w / s is the code exactly
+    auto w = (codes.to(torch::kFloat32) * 0.015625f).reshape({n, 1}).expand({n, 16}).contiguous();
+    for (int l = kMinBits; l <= h; ++l) {
+      const int d = h - l;
+      for (auto mode : {SecondRounding::kHalfUp, SecondRounding::kFloor}) {
+        WeightQuantSpec spec{h, l, mode, /*exact_scale_grad=*/d % 2 == 1};
+        auto yf = quant::detail::weight_forward_fused(w, s, spec);
+        auto yr = quant::detail::weight_forward_reference(w, s, spec);
+        auto [gwf, gsf] = quant::detail::weight_backward_fused(torch::ones_like(w), w, s, spec);
+        auto [gwr, gsr] = quant::detail::weight_backward_reference(torch::ones_like(w), w, s, spec);
+        const double g = lsq_grad_scale(16, signed_qmax(l), spec.exact_scale_grad ? d : 0);
+        ASSERT_EQ(weight_grad_scale(16, spec), g);
+        for (int64_t i = 0; i < n; ++i) {
+          const int32_t qh = clamp_signed(lo + int32_t(i), h);
+          const int32_t ql = derive_code(qh, h, l, mode);
+          const float want = float(ql) * 0.015625f * std::ldexp(1.0f, d);
+          const auto where = ::testing::Message() << "h=" << h << " l=" << l << " code " << lo + i << " mode " << int(mode);
+          ASSERT_EQ(yf[i][0].item<float>(), want) << where;
+          ASSERT_EQ(yr[i][0].item<float>(), want) << where;
+          const float v = float(lo + int32_t(i)) * std::ldexp(1.0f, -d);
+          const bool inside = v >= signed_qmin(l) && v <= signed_qmax(l);
+          const float e = inside ? float(ql) - v : float(v < 0 ? signed_qmin(l) : signed_qmax(l));
+          ASSERT_EQ(gwf[i][0].item<float>(), inside ? 1.0f : 0.0f) << where;
+          ASSERT_EQ(gwr[i][0].item<float>(), inside ? 1.0f : 0.0f) << where;
+          ASSERT_TRUE(torch::equal(yf[i], torch::full({16}, want))) << where;
+          ASSERT_TRUE(torch::equal(gwf[i], torch::full({16}, inside ? 1.0f : 0.0f))) << where;
+          ASSERT_EQ(gsf[i].item<float>(), float(16.0 * e * g)) << where;
+          ASSERT_FLOAT_EQ(gsr[i].item<float>(), float(16.0 * e * g)) << where;
+        }
+      }
+    }
+  }
+  portable.expect_selected_path_ran();
+}
+
+// The offset form and the mode form of the second rounding are one function; the offsets are
+// 2^(d-1) for half-up and 0 for floor (and d = 0).
+TEST(SecondRounding, OffsetFormIsTheModeForm) {
+  EXPECT_EQ(second_round_offset(0, SecondRounding::kHalfUp), 0);
+  EXPECT_EQ(second_round_offset(1, SecondRounding::kHalfUp), 1);
+  EXPECT_EQ(second_round_offset(6, SecondRounding::kHalfUp), 32);
+  EXPECT_EQ(second_round_offset(6, SecondRounding::kFloor), 0);
+  for (int d = 0; d <= 6; ++d)
+    for (int q = -128; q <= 127; ++q)
+      for (auto mode : {SecondRounding::kHalfUp, SecondRounding::kFloor})
+        ASSERT_EQ(second_round(q, d, mode), second_round(q, d, second_round_offset(d, mode)));
+  // LSQ's gradient scale: 1 / sqrt(N Qp), times 2^extra.
+  EXPECT_EQ(lsq_grad_scale(9, 4), 1.0 / 6.0);
+  EXPECT_EQ(lsq_grad_scale(9, 4, 2), 4.0 / 6.0);
+}
+
 // The fused kernels split large tensors over LibTorch's threads (the library is built with
 // OpenMP; without it at::parallel_for silently runs on one thread).
 TEST(FusedKernelThreads, LargeTensorsUseEveryThread) {

@@ -25,14 +25,7 @@ namespace {
 // ---------------------------------------------------------------------------------------------
 // CPU features.
 
-bool cpu_avx2() {
-#if BS_QGEMM_X86
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2");
-#else
-  return false;
-#endif
-}
+bool cpu_avx2() { return cpu::features().avx2; }
 
 bool cpu_avx512_vnni() { return simd::cpu_avx512_vnni(); }
 

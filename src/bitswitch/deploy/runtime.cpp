@@ -22,6 +22,7 @@
 
 #include "bitswitch/deploy/packing.h"
 #include "bitswitch/deploy/qgemm_panels.h"
+#include "bitswitch/util/cpu_features.h"
 #include "bitswitch/util/error.h"
 
 namespace bitswitch::deploy {
@@ -182,10 +183,7 @@ BS_TARGET_AVX512 void epilogue_residual_avx512(const int32_t* __restrict acc, in
   }
 }
 
-bool cpu_avx512() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-}
+bool cpu_avx512() { return cpu::avx512_f_bw_vl(); }
 #else
 #define BS_RUNTIME_AVX512 0
 #endif

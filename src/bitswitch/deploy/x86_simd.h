@@ -19,27 +19,14 @@
 #define BS_DEPLOY_X86 0
 #endif
 
+#include "bitswitch/util/cpu_features.h"
+
 namespace bitswitch::deploy::simd {
 
-// AVX-512 F/BW/VL + VNNI on this CPU (and OS).
-inline bool cpu_avx512_vnni() {
-#if BS_DEPLOY_X86
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
-#else
-  return false;
-#endif
-}
+// AVX-512 F/BW/VL + VNNI (+ VBMI) on this CPU: the project's one detection (util/cpu_features.h).
+inline bool cpu_avx512_vnni() { return cpu::avx512_vnni(); }
 
-inline bool cpu_avx512_vbmi() {
-#if BS_DEPLOY_X86
-  __builtin_cpu_init();
-  return cpu_avx512_vnni() && __builtin_cpu_supports("avx512vbmi");
-#else
-  return false;
-#endif
-}
+inline bool cpu_avx512_vbmi() { return cpu::avx512_vbmi(); }
 
 #if BS_DEPLOY_X86
 // Unpacking 64 codes of BITS < 8 bits (8*BITS bytes, the LSB-first stream of packing.h): vpermb

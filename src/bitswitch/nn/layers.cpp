@@ -91,8 +91,7 @@ void QuantLayer::ensure_act_scale(const torch::Tensor& x_in) {
   const auto x = input_activation(x_in.detach());
   auto& scale = act_scale_.at(bits_.act);
   if (qopt_.signed_input()) {
-    const double qp = quant::signed_qmax(bits_.act);
-    scale.copy_((2.0 * x.detach().abs().mean() / std::sqrt(qp)).clamp_min(1e-8).reshape({1}));
+    scale.copy_(quant::lsq_init_scale(x, quant::signed_qmax(bits_.act)));
   } else {
     auto s = qopt_.act_init_mse() ? quant::init_act_scale_mse(x, bits_.act) : quant::init_act_scale(x, bits_.act);
     if (act_init_reducer()) s = act_init_reducer()(s);

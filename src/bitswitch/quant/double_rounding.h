@@ -22,17 +22,36 @@ constexpr int32_t signed_qmin(int bits) { return -(1 << (bits - 1)); }
 constexpr int32_t signed_qmax(int bits) { return (1 << (bits - 1)) - 1; }
 constexpr int32_t unsigned_qmax(int bits) { return (1 << bits) - 1; }
 
-// Integer second rounding of an h-bit code to d fewer bits (no clamp).
-inline int32_t second_round(int32_t q_high, int d, SecondRounding mode) {
-  if (d <= 0) return q_high;
-  if (mode == SecondRounding::kFloor) return q_high >> d;  // arithmetic shift on int32
-  return (q_high + (1 << (d - 1))) >> d;
+// The second rounding's offset: 2^(d-1) for half-up, 0 for floor and for d = 0.
+constexpr int32_t second_round_offset(int d, SecondRounding mode) {
+  return d > 0 && mode == SecondRounding::kHalfUp ? int32_t(1) << (d - 1) : 0;
+}
+
+// THE second rounding of an h-bit code to d >= 0 fewer bits (no clamp): (q + offset) >> d, an
+// arithmetic shift on int32. This form, with the offset of second_round_offset precomputed, is
+// what vector loops call; every other form (the float reference, the AVX-512 kernel) is tested
+// against it on every int8 code and every d (tests/test_quant.cpp).
+constexpr int32_t second_round(int32_t q_high, int d, int32_t offset) { return (q_high + offset) >> d; }
+
+constexpr int32_t second_round(int32_t q_high, int d, SecondRounding mode) {
+  return second_round(q_high, d, second_round_offset(d, mode));
+}
+
+// Clamp of a code to the signed `bits`-bit range.
+constexpr int32_t clamp_signed(int32_t q, int bits) {
+  return std::min(std::max(q, signed_qmin(bits)), signed_qmax(bits));
 }
 
 // The l-bit code derived from the h-bit code: second rounding then clamp to the l-bit range.
-inline int32_t derive_code(int32_t q_high, int high_bits, int low_bits, SecondRounding mode) {
-  const int32_t q = second_round(q_high, high_bits - low_bits, mode);
-  return std::min(std::max(q, signed_qmin(low_bits)), signed_qmax(low_bits));
+constexpr int32_t derive_code(int32_t q_high, int high_bits, int low_bits, SecondRounding mode) {
+  return clamp_signed(second_round(q_high, high_bits - low_bits, mode), low_bits);
+}
+
+// LSQ's gradient scale (Esser et al. 2020, Sec. 2.2; SPEC Sec. 2): g = 1 / sqrt(N * Qp) for a
+// scale shared by N elements with largest code Qp, times 2^extra_pow2 (the weight scale's exact
+// derivative multiplies by 2^(h-l), exact_scale_grad). Every quantizer path uses this one.
+inline double lsq_grad_scale(int64_t elements, int32_t qmax, int extra_pow2 = 0) {
+  return 1.0 / std::sqrt(static_cast<double>(elements) * qmax) * std::ldexp(1.0, extra_pow2);
 }
 
 // Round half to even for |x| < 2^22 using the float magic number; exact and vectorisable.
@@ -48,11 +67,13 @@ inline float act_code(float x, float inv, float qmax) {
   return round_half_even_small(std::min(std::max(x * inv, 0.0f), qmax));
 }
 
-// First rounding: float weight to its h-bit code, with inv_scale = 1 / s (computed in float).
-inline int32_t weight_code(float w, float inv_scale, int high_bits) {
-  const float v = std::min(std::max(w * inv_scale, float(signed_qmin(high_bits))),
-                           float(signed_qmax(high_bits)));
+// First rounding of v_h = w / s to its h-bit code (clamp, then round half to even).
+inline int32_t first_round(float vh, int high_bits) {
+  const float v = std::min(std::max(vh, float(signed_qmin(high_bits))), float(signed_qmax(high_bits)));
   return static_cast<int32_t>(round_half_even_small(v));
 }
+
+// First rounding: float weight to its h-bit code, with inv_scale = 1 / s (computed in float).
+inline int32_t weight_code(float w, float inv_scale, int high_bits) { return first_round(w * inv_scale, high_bits); }
 
 }  // namespace bitswitch::quant

@@ -39,7 +39,7 @@ torch::Tensor reference_low_codes(const torch::Tensor& vh, const WeightQuantSpec
   const int d = spec.high_bits - spec.bits;
   auto qh = torch::round(torch::clamp(vh, signed_qmin(spec.high_bits), signed_qmax(spec.high_bits)));
   if (d == 0) return qh;
-  const double half = spec.rounding == SecondRounding::kHalfUp ? std::ldexp(1.0, d - 1) : 0.0;
+  const double half = second_round_offset(d, spec.rounding);  // 2^(d-1) or 0, exact in float
   auto q = torch::floor((qh + half) * std::ldexp(1.0, -d));
   return torch::clamp(q, signed_qmin(spec.bits), signed_qmax(spec.bits));
 }
@@ -70,8 +70,7 @@ std::pair<torch::Tensor, torch::Tensor> weight_backward_reference(const torch::T
   auto inside = torch::logical_not(torch::logical_or(below, above));
   auto e = torch::where(inside, q - v, torch::where(below, torch::full_like(v, qn), torch::full_like(v, qp)));
   const int64_t per = w.numel() / std::max<int64_t>(w.size(0), 1);
-  const double gscale =
-      1.0 / std::sqrt(static_cast<double>(per) * qp) * (spec.exact_scale_grad ? std::ldexp(1.0, d) : 1.0);
+  const double gscale = weight_grad_scale(per, spec);
   auto gs = (grad * e).reshape({w.size(0), -1}).sum(1) * gscale;
   return {grad * inside, gs.view(scale.sizes())};
 }
@@ -90,7 +89,7 @@ std::pair<torch::Tensor, torch::Tensor> act_backward_reference(const torch::Tens
   auto inside = torch::logical_not(torch::logical_or(below, above));
   auto q = torch::round(torch::clamp(v, 0, qp));
   auto e = torch::where(inside, q - v, torch::where(below, torch::zeros_like(v), torch::full_like(v, qp)));
-  const double gscale = 1.0 / std::sqrt(static_cast<double>(x.numel()) * qp);
+  const double gscale = lsq_grad_scale(x.numel(), unsigned_qmax(bits));
   auto gs = ((grad * e).sum() * gscale).reshape(scale.sizes());
   return {grad * inside, gs};
 }
@@ -243,11 +242,17 @@ torch::Tensor init_weight_scale(const torch::Tensor& w, int high_bits) {
   return s.clamp_min(1e-8);
 }
 
-torch::Tensor init_act_scale(const torch::Tensor& x, int bits) {
+double weight_grad_scale(int64_t per_channel, const WeightQuantSpec& spec) {
+  return lsq_grad_scale(per_channel, signed_qmax(spec.bits), spec.exact_scale_grad ? spec.high_bits - spec.bits : 0);
+}
+
+torch::Tensor lsq_init_scale(const torch::Tensor& x, int32_t qmax) {
   torch::NoGradGuard no_grad;
-  auto s = 2.0 * x.detach().abs().mean() / std::sqrt(double(unsigned_qmax(bits)));
+  auto s = 2.0 * x.detach().abs().mean() / std::sqrt(double(qmax));
   return s.clamp_min(1e-8).reshape({1});
 }
+
+torch::Tensor init_act_scale(const torch::Tensor& x, int bits) { return lsq_init_scale(x, unsigned_qmax(bits)); }
 
 torch::Tensor init_act_scale_mse(const torch::Tensor& x, int bits) {
   torch::NoGradGuard no_grad;

@@ -58,6 +58,12 @@ void check_bits(int bits, const char* what);
 // channel; activations LSQ's 2 * mean|x| / sqrt(2^b - 1).
 torch::Tensor init_weight_scale(const torch::Tensor& w, int high_bits);
 torch::Tensor init_act_scale(const torch::Tensor& x, int bits);
+// LSQ's initial scale 2 * mean|x| / sqrt(Qp) (>= 1e-8) as a one-element tensor, for any largest
+// code Qp (unsigned activations: 2^b - 1; signed inputs: 2^(b-1) - 1).
+torch::Tensor lsq_init_scale(const torch::Tensor& x, int32_t qmax);
+// The weight scale's LSQ gradient scale for channels of `per_channel` elements under `spec`
+// (lsq_grad_scale with Qp = 2^(l-1) - 1, times 2^(h-l) with exact_scale_grad).
+double weight_grad_scale(int64_t per_channel, const WeightQuantSpec& spec);
 // Alternative activation-scale init: the scale (on a grid of 100 clipping ranges up to max x)
 // that minimises the mean squared quantization error of `x` at `bits`.
 torch::Tensor init_act_scale_mse(const torch::Tensor& x, int bits);

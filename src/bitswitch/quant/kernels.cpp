@@ -20,6 +20,7 @@
 #endif
 
 #include "bitswitch/quant/fake_quant.h"
+#include "bitswitch/util/cpu_features.h"
 #include "bitswitch/util/error.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -80,14 +81,14 @@ struct WeightParams {
   float qmin_h, qmax_h;
   int32_t qmin_l, qmax_l;
   int d;
-  int32_t half;    // 2^(d-1) for half-up, 0 for floor
+  int32_t half;    // second_round_offset(d, rounding)
 };
 
-// The l-bit code of v_h = w / s: first rounding to h bits, then the integer second rounding.
+// The l-bit code of v_h = w / s: first rounding to h bits, then the integer second rounding
+// (double_rounding.h's definitions, with the loop-invariant bounds and offset precomputed).
 inline int32_t low_code(float vh, const WeightParams& p) {
-  int32_t q = static_cast<int32_t>(round_half_even_small(std::min(std::max(vh, p.qmin_h), p.qmax_h)));
-  q = (q + p.half) >> p.d;
-  return std::min(std::max(q, p.qmin_l), p.qmax_l);
+  const int32_t q = static_cast<int32_t>(round_half_even_small(std::min(std::max(vh, p.qmin_h), p.qmax_h)));
+  return std::min(std::max(second_round(q, p.d, p.half), p.qmin_l), p.qmax_l);
 }
 
 BS_MULTIVERSION
@@ -245,7 +246,7 @@ WeightParams weight_params(float s, const WeightQuantSpec& spec) {
   p.qmax_h = static_cast<float>(signed_qmax(spec.high_bits));
   p.qmin_l = signed_qmin(spec.bits);
   p.qmax_l = signed_qmax(spec.bits);
-  p.half = (p.d > 0 && spec.rounding == SecondRounding::kHalfUp) ? (1 << (p.d - 1)) : 0;
+  p.half = second_round_offset(p.d, spec.rounding);
   return p;
 }
 
@@ -265,14 +266,7 @@ void check_fused(const torch::Tensor& t, const char* what) {
 
 void force_portable_kernels(bool on) { g_force_portable.store(on, std::memory_order_relaxed); }
 
-bool avx512_backward_available() {
-#ifdef BS_HAVE_X86_INTRINSICS
-  static const bool ok = __builtin_cpu_supports("avx512f");
-  return ok;
-#else
-  return false;
-#endif
-}
+bool avx512_backward_available() { return cpu::features().avx512f; }
 
 int kernel_threads(int64_t n) {
   std::atomic<int> used{0};
@@ -328,7 +322,7 @@ std::pair<torch::Tensor, torch::Tensor> act_backward_fused(const torch::Tensor& 
   });
   double acc = 0.0;
   for (double v : partial) acc += v;
-  const double gscale = 1.0 / std::sqrt(static_cast<double>(n) * qp);
+  const double gscale = lsq_grad_scale(n, unsigned_qmax(bits));
   auto gs = torch::full_like(scale, static_cast<float>(acc * gscale));
   return {gx, gs};
 }
@@ -365,10 +359,7 @@ std::pair<torch::Tensor, torch::Tensor> weight_backward_fused(const torch::Tenso
   auto gs = torch::empty({w.size(0)}, scale.options());
   const int64_t channels = w.size(0);
   const int64_t per = channels ? w.numel() / channels : 0;
-  const int d = spec.high_bits - spec.bits;
-  const double qp = signed_qmax(spec.bits);
-  const double gscale = 1.0 / std::sqrt(static_cast<double>(per) * qp) *
-                        (spec.exact_scale_grad ? std::ldexp(1.0, d) : 1.0);
+  const double gscale = weight_grad_scale(per, spec);
   const float* wp = w.data_ptr<float>();
   const float* gp = g.data_ptr<float>();
   const float* sp = scale.data_ptr<float>();
