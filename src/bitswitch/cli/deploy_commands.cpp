@@ -261,7 +261,7 @@ struct InspectCommand {
 void add_deploy_commands(CLI::App& app, CommandTable& table) {
   table.add_command<ExportCommand>(app, "export", "write the INT8 master artifact (safetensors) of a checkpoint");
   table.add_command<SwitchCommand>(app, "switch", "derive a lower-width (or per-layer) artifact with integer operations");
-  table.add_command<InferCommand>(app, "infer", "test accuracy and throughput of the integer runtime (JSON)");
+  table.add_command<InferCommand>(app, "infer", "test accuracy and throughput of the integer runtime (JSON; resnet20 and smallcnn artifacts)");
   table.add_command<InspectCommand>(app, "inspect", "list an artifact's layers, widths, shapes and bytes");
 }
 
