@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Long fuzzing of the artifact reader (fuzz/fuzz_safetensors.cpp, fuzz/README.md): builds the
+# libFuzzer target with clang (ASan + UBSan, UB fatal), makes real seeds (a master ResNet-20
+# artifact and 4- and 2-bit artifacts switched from it, from a tiny checkpoint trained here),
+# and runs the fuzzer for SECONDS with -max_len large enough to hold the largest seed.
+# Usage: scripts/fuzz.sh SECONDS
+# Environment: BITSWITCH (default build/bitswitch, used only to make the seeds), FUZZ_DIR
+# (default build/fuzz: binary, seeds, the growing corpus, crash-* files and fuzz.log).
+# Exits non-zero when the fuzzer finds a crash, a sanitizer report or a timeout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_TO_RUN=${1:?usage: scripts/fuzz.sh SECONDS}
+BIN=${BITSWITCH:-build/bitswitch}
+DIR=${FUZZ_DIR:-build/fuzz}
+mkdir -p "$DIR"
+
+if ! command -v clang++ >/dev/null; then
+  echo "fuzz.sh: installing clang (Debian) for libFuzzer" >&2
+  apt-get install -y clang
+fi
+
+# 1. The fuzzer: the reader, the artifact validation and switching, nothing else. Rebuilt when
+# one of the files it is built from is newer than it.
+inputs=(fuzz/fuzz_safetensors.cpp src/bitswitch/format src/bitswitch/deploy/artifact.cpp src/bitswitch/deploy/artifact.h
+  src/bitswitch/deploy/packing.cpp src/bitswitch/deploy/packing.h src/bitswitch/nn/bit_config.cpp
+  src/bitswitch/nn/bit_config.h src/bitswitch/quant/double_rounding.h src/bitswitch/util)
+if [ ! -x "$DIR/fuzz_safetensors" ] || [ -n "$(find "${inputs[@]}" -type f -newer "$DIR/fuzz_safetensors" | head -1)" ]; then
+  clang++ -std=c++17 -g -O1 -ffp-contract=off -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+    -I src fuzz/fuzz_safetensors.cpp src/bitswitch/format/safetensors.cpp \
+    src/bitswitch/deploy/artifact.cpp src/bitswitch/deploy/packing.cpp \
+    src/bitswitch/nn/bit_config.cpp src/bitswitch/util/atomic_file.cpp -o "$DIR/fuzz_safetensors"
+fi
+
+# 2. Real seeds: a tiny ResNet-20 run ({8,4,2}, 128 training images), exported and switched.
+SEEDS="$DIR/seeds"
+if [ ! -f "$SEEDS/resnet20-master.safetensors" ]; then
+  [ -x "$BIN" ] || { echo "fuzz.sh: $BIN not found (cmake --build build --target bitswitch_cli)" >&2; exit 2; }
+  mkdir -p "$SEEDS"
+  "$BIN" train --model resnet20 --bits 8,4,2 --fp-epochs 1 --epochs 1 --train-limit 128 --test-limit 64 --batch 64 \
+    --threads 1 --log-interval 1000 --out "$DIR/seed-run" >/dev/null
+  "$BIN" export --checkpoint "$DIR/seed-run/checkpoint.pt" -o "$SEEDS/resnet20-master.safetensors.tmp"
+  "$BIN" switch "$SEEDS/resnet20-master.safetensors.tmp" --bits 4 -o "$SEEDS/resnet20-w4.safetensors"
+  "$BIN" switch "$SEEDS/resnet20-master.safetensors.tmp" --bits 2 -o "$SEEDS/resnet20-w2.safetensors"
+  mv "$SEEDS/resnet20-master.safetensors.tmp" "$SEEDS/resnet20-master.safetensors"
+fi
+largest=$(stat -c %s fuzz/corpus/* "$SEEDS"/* | sort -n | tail -1)
+max_len=$((largest + largest / 8 + 4096))
+
+# 3. The run. New inputs go to $DIR/corpus (the committed seeds stay read-only); crashes to $DIR.
+mkdir -p "$DIR/corpus"
+echo "fuzz.sh: $SECONDS_TO_RUN s, max_len $max_len, seeds: $(ls fuzz/corpus "$SEEDS" | grep -c safetensors) files" >&2
+set +e
+nice -n 10 "$DIR/fuzz_safetensors" "$DIR/corpus" fuzz/corpus "$SEEDS" -dict=fuzz/safetensors.dict \
+  -max_len="$max_len" -max_total_time="$SECONDS_TO_RUN" -timeout=30 -print_final_stats=1 \
+  -artifact_prefix="$DIR/" 2>&1 | tee "$DIR/fuzz.log"
+rc=${PIPESTATUS[0]}
+set -e
+echo "fuzz.sh: exit $rc; corpus $(ls "$DIR/corpus" | wc -l) files; crashes: $(ls "$DIR" | grep -cE '^(crash|timeout|oom|leak)-' || true)" >&2
+exit "$rc"
