@@ -4,12 +4,14 @@
 # artifact and 4- and 2-bit artifacts switched from it, from a tiny checkpoint trained here),
 # and runs the fuzzer for SECONDS with -max_len large enough to hold the largest seed.
 # Usage: scripts/fuzz.sh SECONDS
+#        scripts/fuzz.sh --replay    build if needed and run every file of fuzz/corpus once
 # Environment: BITSWITCH (default build/bitswitch, used only to make the seeds), FUZZ_DIR
 # (default build/fuzz: binary, seeds, the growing corpus, crash-* files and fuzz.log).
 # Exits non-zero when the fuzzer finds a crash, a sanitizer report or a timeout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SECONDS_TO_RUN=${1:?usage: scripts/fuzz.sh SECONDS}
+replay=0
+if [ "${1:-}" = --replay ]; then replay=1; else SECONDS_TO_RUN=${1:?usage: scripts/fuzz.sh SECONDS | --replay}; fi
 BIN=${BITSWITCH:-build/bitswitch}
 DIR=${FUZZ_DIR:-build/fuzz}
 mkdir -p "$DIR"
@@ -29,6 +31,10 @@ if [ ! -x "$DIR/fuzz_safetensors" ] || [ -n "$(find "${inputs[@]}" -type f -newe
     -I src fuzz/fuzz_safetensors.cpp src/bitswitch/format/safetensors.cpp \
     src/bitswitch/deploy/artifact.cpp src/bitswitch/deploy/packing.cpp \
     src/bitswitch/nn/bit_config.cpp src/bitswitch/util/atomic_file.cpp -o "$DIR/fuzz_safetensors"
+fi
+
+if [ $replay = 1 ]; then
+  exec "$DIR/fuzz_safetensors" fuzz/corpus/*
 fi
 
 # 2. Real seeds: a tiny ResNet-20 run ({8,4,2}, 128 training images), exported and switched.
