@@ -6,35 +6,48 @@
 // through the sharded loader, and saves its parameters before and after:
 //   OUT.init.<rank>.pt and OUT.final.<rank>.pt
 // Usage: dist_worker OUT STEPS [--widths 8,4|fp] [--timeout S] [--bucket-bytes N] [--die-at STEP]
-//                    [--stall-at STEP]
+//                    [--stall-at STEP] [--image-folder DIR]
 //   --die-at: rank 1 kills itself (SIGKILL) at that step; --stall-at: rank 1 sleeps forever there.
+//   --image-folder: train on the JPEGs of DIR/train (16x16 RandomResizedCrop + flip, sharded
+//     ImageFolderLoader) instead of the synthetic data, and evaluate DIR/val sharded and reduced
+//     (eval::evaluate) before and after training into OUT.eval.<rank>.json.
+//        dist_worker --trainer DATA_DIR OUT: the real trainer (train::run_training) on the image
+//     folder DATA_DIR, smallcnn, FP32 epoch + one joint epoch at 8,4 bits, run directory OUT.
 #include <torch/torch.h>
 
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 
+#include "bitswitch/data/image_folder.h"
 #include "bitswitch/data/loader.h"
+#include "bitswitch/eval/evaluate.h"
+#include "bitswitch/models/model.h"
 #include "bitswitch/nn/layers.h"
 #include "bitswitch/train/distributed.h"
+#include "bitswitch/train/trainer.h"
 #include "bitswitch/util/error.h"
 
 using namespace bitswitch;
 
 namespace {
 
-struct TinyNetImpl : torch::nn::Module {
-  TinyNetImpl() {
+struct TinyNetImpl : models::ModelImpl {
+  explicit TinyNetImpl(int64_t in_channels = 1) {
     const std::vector<int> bits{8, 4};
-    c1 = register_module("c1", nn::QConv2d(nn::QConv2dOptions(1, 4, 3).padding(1).bias(true).quant(
+    c1 = register_module("c1", nn::QConv2d(nn::QConv2dOptions(in_channels, 4, 3).padding(1).bias(true).quant(
                                    nn::QuantOptions().bits(bits).fixed_bits(nn::kFloatBits).quantize_input(false))));
     c2 = register_module("c2", nn::QConv2d(nn::QConv2dOptions(4, 8, 3).padding(1).bias(true).quant(
                                    nn::QuantOptions().bits(bits))));
     fc = register_module("fc", nn::QLinear(nn::QLinearOptions(8, 10).quant(nn::QuantOptions().bits(bits))));
   }
-  torch::Tensor forward(const torch::Tensor& x) {
+  torch::Tensor forward(const torch::Tensor& x) override {
     auto h = torch::relu(c1->forward(x));
     h = torch::relu(c2->forward(h));
     return fc->forward(torch::adaptive_avg_pool2d(h, {1, 1}).flatten(1));
@@ -56,6 +69,30 @@ data::Dataset synthetic() {
   return d;
 }
 
+nlohmann::json eval_json(const eval::EvalResult& r) {
+  return {{"accuracy", r.accuracy}, {"loss", r.loss}, {"count", r.count}};
+}
+
+// The trainer itself on an image folder, with its own run directory `out`.
+int run_trainer(const std::string& data_dir, const std::string& out) {
+  train::TrainConfig c;
+  c.model = "smallcnn";
+  c.dataset = "imagefolder";
+  c.data_dir = data_dir;
+  c.image_size = 16;
+  c.workers = 1;
+  c.batch = 8;
+  c.bits = {8, 4};
+  c.fp_epochs = 1;
+  c.epochs = 1;
+  c.threads = 1;
+  c.log_interval = 1000;
+  c.dist_timeout = 60;
+  c.out = out;
+  const auto r = train::run_training(c);
+  return r.finished ? 0 : 1;
+}
+
 void save_params(TinyNet& net, const std::string& path) {
   std::vector<torch::Tensor> ts;
   for (const auto& p : net->parameters()) ts.push_back(p.detach().clone());
@@ -70,12 +107,14 @@ int run(int argc, char** argv) {
   int64_t bucket_bytes = 256;  // small: several buckets even for this net
   int die_at = -1, stall_at = -1;
   std::vector<int> widths{8, 4};
+  std::string image_folder;
   for (int i = 3; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     if (k == "--timeout") timeout = std::stod(argv[i + 1]);
     else if (k == "--bucket-bytes") bucket_bytes = std::stoll(argv[i + 1]);
     else if (k == "--die-at") die_at = std::stoi(argv[i + 1]);
     else if (k == "--stall-at") stall_at = std::stoi(argv[i + 1]);
+    else if (k == "--image-folder") image_folder = argv[i + 1];
     else if (k == "--widths") widths = std::string(argv[i + 1]) == "fp" ? std::vector<int>{nn::kFloatBits} : nn::parse_bit_list(argv[i + 1], "--widths");
     else fail("dist_worker: unknown option ", k);
   }
@@ -83,19 +122,42 @@ int run(int argc, char** argv) {
   train::Distributed dist(train::dist_options_from_env(timeout, "cpu"));
   const auto dataset = synthetic();
   torch::manual_seed(7);
-  TinyNet net;
+  TinyNet net(image_folder.empty() ? 1 : 3);
   dist.broadcast_module(*net);
   save_params(net, out + ".init." + std::to_string(dist.rank()) + ".pt");
 
-  data::LoaderOptions lo;
-  lo.batch_size = 16;  // the global batch
-  lo.shuffle = true;
-  lo.drop_last = true;
-  lo.augment = {1, true};
-  lo.seed = 5;
-  lo.shard_rank = dist.rank();
-  lo.shard_count = dist.world_size();
-  data::Loader loader(dataset, lo);
+  std::unique_ptr<data::BatchSource> loader_owned, val;
+  if (image_folder.empty()) {
+    data::LoaderOptions lo;
+    lo.batch_size = 16;  // the global batch
+    lo.shuffle = true;
+    lo.drop_last = true;
+    lo.augment = {1, true};
+    lo.seed = 5;
+    lo.shard_rank = dist.rank();
+    lo.shard_count = dist.world_size();
+    loader_owned = std::make_unique<data::Loader>(dataset, lo);
+  } else {
+    data::ImageFolderOptions io;
+    io.batch_size = 8;  // the global batch
+    io.train = true;
+    io.crop = 16;
+    io.resize = 18;
+    io.threads = 1;
+    io.prefetch = 2;
+    io.seed = 5;
+    io.shard_rank = dist.rank();
+    io.shard_count = dist.world_size();
+    loader_owned = std::make_unique<data::ImageFolderLoader>(data::scan_image_folder(image_folder + "/train"), io);
+    io.train = false;
+    io.batch_size = 4;  // the validation split's last batch is partial
+    val = std::make_unique<data::ImageFolderLoader>(data::scan_image_folder(image_folder + "/val"), io);
+  }
+  data::BatchSource& loader = *loader_owned;
+  eval::SumReduce reduce;
+  if (dist.active()) reduce = [&dist](torch::Tensor& t) { dist.all_reduce_sum(t, "evaluation"); };
+  nlohmann::json evals;
+  if (val) evals["init_fp32"] = eval_json(eval::evaluate(*net, *val, nn::BitConfig::fp32(), reduce));
 
   auto params = net->parameters();
   torch::optim::SGD opt(params, torch::optim::SGDOptions(0.05));
@@ -123,6 +185,11 @@ int run(int argc, char** argv) {
   }
   dist.check_replicas_equal(*net, "at the end");
   save_params(net, out + ".final." + std::to_string(dist.rank()) + ".pt");
+  if (val) {
+    evals["final_fp32"] = eval_json(eval::evaluate(*net, *val, nn::BitConfig::fp32(), reduce));
+    evals["final_w4"] = eval_json(eval::evaluate(*net, *val, nn::BitConfig::uniform(4), reduce));
+    std::ofstream(out + ".eval." + std::to_string(dist.rank()) + ".json") << evals.dump() << "\n";
+  }
   return 0;
 }
 
@@ -141,6 +208,7 @@ int main(int argc, char** argv) {
                     (a[i] - b[i]).abs().max().item<double>(), a[i].abs().max().item<double>());
       return 0;
     }
+    if (argc == 4 && std::string(argv[1]) == "--trainer") return run_trainer(argv[2], argv[3]);
     return run(argc, argv);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "dist_worker: error: %s\n", e.what());

@@ -14,6 +14,7 @@
 #include "bitswitch/train/checkpoint.h"
 #include "bitswitch/train/trainer.h"
 #include "bitswitch/util/error.h"
+#include "jpeg_folder.h"
 #include "test_util.h"
 
 namespace bs = bitswitch;
@@ -23,27 +24,8 @@ using bs::data::RgbImage;
 
 namespace {
 
-// R = x * 255 / (w - 1), G = y * 255 / (h - 1), B = `blue`: smooth, so JPEG keeps it closely.
-RgbImage gradient(int w, int h, uint8_t blue) {
-  RgbImage img;
-  img.width = w;
-  img.height = h;
-  img.pixels.resize(static_cast<size_t>(w) * h * 3);
-  for (int y = 0; y < h; ++y)
-    for (int x = 0; x < w; ++x) {
-      uint8_t* p = &img.pixels[(static_cast<size_t>(y) * w + x) * 3];
-      p[0] = static_cast<uint8_t>(std::lround(x * 255.0 / (w - 1)));
-      p[1] = static_cast<uint8_t>(std::lround(y * 255.0 / (h - 1)));
-      p[2] = blue;
-    }
-  return img;
-}
-
-void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  ASSERT_TRUE(out.good()) << path;
-}
+using bs::testing::gradient;
+using bs::testing::write_bytes;
 
 // root/{ant,bee,cat}/i.JPEG, 3 + 2 + 3 images of 40x30 .. 60x45 pixels, plus a text file.
 std::string make_folder(const std::string& name) {
@@ -218,6 +200,69 @@ TEST(ImageFolder, TrainBatchesDoNotDependOnThreads) {
     }
   }
   EXPECT_TRUE(differs) << "another epoch must draw other crops";
+}
+
+// Data-parallel sharding: each shard decodes only its part of every global batch, and the parts
+// concatenate to the one-process batch (same images, crops, flips, and the same replacement of a
+// corrupt image), in training and in evaluation, where a shard's part of the last batch may be
+// empty.
+TEST(ImageFolder, ShardsConcatenateToTheGlobalBatch) {
+  const auto root = make_folder("imgf_shards");
+  const auto good = bs::data::encode_jpeg(gradient(64, 48, 1), 90);
+  write_bytes(root + "/bee/truncated.jpg", std::vector<uint8_t>(good.begin(), good.begin() + static_cast<long>(good.size() / 2)));
+  const auto folder = bs::data::scan_image_folder(root);
+  ASSERT_EQ(folder.size(), 9);
+  for (bool train : {true, false}) {
+    for (int world : {2, 3}) {
+      SCOPED_TRACE(std::string(train ? "train" : "eval") + ", " + std::to_string(world) + " shards");
+      ImageFolderOptions o;
+      o.batch_size = 4;
+      o.crop = 16;
+      o.resize = 18;
+      o.threads = 2;
+      o.train = train;
+      o.seed = 3;
+      ImageFolderLoader whole(folder, o);
+      std::vector<std::unique_ptr<ImageFolderLoader>> shards;
+      for (int r = 0; r < world; ++r) {
+        auto so = o;
+        so.shard_rank = r;
+        so.shard_count = world;
+        so.threads = 1 + r % 2;
+        shards.push_back(std::make_unique<ImageFolderLoader>(folder, so));
+        EXPECT_EQ(shards.back()->num_batches(), whole.num_batches());
+      }
+      for (int64_t epoch : {0, 1}) {
+        const auto ref = all_batches(whole, epoch);
+        EXPECT_EQ(ref.size(), train ? 2u : 3u);
+        std::vector<std::vector<bs::data::Batch>> parts;
+        for (auto& s : shards) parts.push_back(all_batches(*s, epoch));
+        std::vector<size_t> at(static_cast<size_t>(world), 0);
+        for (size_t k = 0; k < ref.size(); ++k) {
+          const auto global = ref[k].labels.size(0);
+          std::vector<torch::Tensor> imgs, labels, idx;
+          for (int r = 0; r < world; ++r) {
+            const auto part = bs::data::shard_range(global, r, world);
+            if (part.end == part.begin) continue;  // nothing of this batch on this shard
+            ASSERT_LT(at[r], parts[r].size());
+            const auto& b = parts[r][at[r]++];
+            EXPECT_EQ(b.labels.size(0), part.end - part.begin);
+            imgs.push_back(b.images);
+            labels.push_back(b.labels);
+            idx.push_back(b.indices);
+          }
+          EXPECT_TRUE(torch::equal(torch::cat(imgs), ref[k].images)) << "batch " << k;
+          EXPECT_TRUE(torch::equal(torch::cat(labels), ref[k].labels)) << "batch " << k;
+          EXPECT_TRUE(torch::equal(torch::cat(idx), ref[k].indices)) << "batch " << k;
+        }
+        for (int r = 0; r < world; ++r) EXPECT_EQ(at[r], parts[r].size()) << "shard " << r << " has extra batches";
+      }
+    }
+  }
+  ImageFolderOptions bad;
+  bad.shard_rank = 2;
+  bad.shard_count = 2;
+  EXPECT_ERROR_CONTAINS((ImageFolderLoader(folder, bad)), "shard rank 2 is not in [0, 2)");
 }
 
 TEST(ImageFolder, CorruptImagesAreSkippedOrFatal) {

@@ -9,6 +9,7 @@
 #include <random>
 
 #include "bitswitch/data/loader.h"
+#include "bitswitch/mixed/hasb.h"
 #include "bitswitch/mixed/hessian.h"
 #include "bitswitch/mixed/ilp.h"
 #include "bitswitch/mixed/report.h"
@@ -491,7 +492,9 @@ TEST(Hasb, TrainingSwitchesLayersAndTrainsTransitionalBns) {
   h.hasb_sigma = 1.0;
   h.epochs = 1;
   h.out = dir + "/hasb";
-  EXPECT_TRUE(train::run_training(h).finished);
+  // The trainer refuses HASB without its width schedule (mixed/hasb.h), which the CLI passes.
+  EXPECT_ERROR_CONTAINS(train::run_training(h), "hasb: the trainer needs HASB's width schedule");
+  EXPECT_TRUE(train::run_training(h, mixed::hasb_schedule(h).get()).finished);
   // With sigma 1, mixed configurations ran: some transitional BN moved away from its uniform BN.
   train::Checkpoint after(dir + "/hasb/checkpoint.pt");
   auto m2 = models::create_model(after.spec());
@@ -506,7 +509,8 @@ TEST(Hasb, TrainingSwitchesLayersAndTrainsTransitionalBns) {
   auto bad = h;
   bad.init = dir + "/mp/fp32.pt";
   bad.out = dir + "/bad";
-  EXPECT_ERROR_CONTAINS(train::run_training(bad), "is an FP32 checkpoint; HASB starts from a multi-precision one");
+  EXPECT_ERROR_CONTAINS(train::run_training(bad, mixed::hasb_schedule(bad).get()),
+                        "is an FP32 checkpoint; HASB starts from a multi-precision one");
   bad.init = "";
   EXPECT_ERROR_CONTAINS(bad.validate(), "hasb needs `init`");
   bad.init = h.init;

@@ -16,6 +16,8 @@
 
 #include "bitswitch/data/datasets.h"
 #include "bitswitch/data/loader.h"
+#include "bitswitch/eval/evaluate.h"
+#include "bitswitch/mixed/hasb.h"
 #include "bitswitch/nn/layers.h"
 #include "bitswitch/train/bn_calibration.h"
 #include "bitswitch/train/checkpoint.h"
@@ -145,7 +147,9 @@ int cmd_train(TrainCommand& cmd) {
     return 0;
   }
   if (launch_ranks_if_asked(cfg)) return 0;
-  auto r = train::run_training(cfg);
+  // HASB SuperNet training: the trainer takes the per-step widths from mixed's schedule.
+  const auto schedule = cfg.hasb ? mixed::hasb_schedule(cfg) : nullptr;
+  auto r = train::run_training(cfg, schedule.get());
   if (!r.main_process) return 0;
   std::cout << json{{"accuracy", r.accuracy}, {"seconds", r.seconds}, {"finished", r.finished},
                     {"checkpoint", r.checkpoint}}.dump(2)
@@ -211,7 +215,7 @@ struct EvalCommand {
     data::BatchSource* calib = calib_owned ? calib_owned.get() : data.train.get();
     for (int w : widths) {
       if (bn_calib > 0) train::recalibrate_bn(*model, *calib, {nn::BitConfig::uniform(w)}, bn_calib);
-      auto r = train::evaluate(*model, loader, nn::BitConfig::uniform(w));
+      auto r = eval::evaluate(*model, loader, nn::BitConfig::uniform(w));
       acc[nn::width_label(w)] = r.accuracy;
       loss[nn::width_label(w)] = r.loss;
     }

@@ -91,6 +91,9 @@ std::pair<int, int> jpeg_size(const std::vector<uint8_t>& bytes, const std::stri
   if (tjDecompressHeader3(thread_decoder(), bytes.data(), static_cast<unsigned long>(bytes.size()), &w, &h, &subsamp,
                           &colorspace) != 0)
     fail(what, ": not a readable JPEG (", tjGetErrorStr2(thread_decoder()), ")");
+  // After a failed read, TurboJPEG can report success with a 0 x 0 size for the same file read
+  // again on the same handle (seen with a truncated JPEG in its second epoch): still unreadable.
+  BS_CHECK(w > 0 && h > 0, what, ": not a readable JPEG (size ", w, "x", h, ")");
   return {w, h};
 }
 
@@ -243,6 +246,9 @@ ImageFolderLoader::ImageFolderLoader(ImageFolder folder, ImageFolderOptions opti
   BS_CHECK(opt_.prefetch > 0, "image folder loader: `prefetch` must be positive, got ", opt_.prefetch);
   BS_CHECK(opt_.crop > 0 && opt_.resize >= opt_.crop, "image folder loader: need 0 < crop <= resize, got crop ",
            opt_.crop, " resize ", opt_.resize);
+  BS_CHECK(opt_.shard_count >= 1 && opt_.shard_rank >= 0 && opt_.shard_rank < opt_.shard_count,
+           "image folder loader for '", folder_.root, "': shard rank ", opt_.shard_rank, " is not in [0, ",
+           opt_.shard_count, ")");
   n_ = folder_.size();
   if (opt_.limit > 0) n_ = std::min(n_, opt_.limit);
 }
@@ -304,8 +310,10 @@ void ImageFolderLoader::worker() {
 ImageFolderLoader::Slot ImageFolderLoader::make_batch(int64_t k) {
   Slot slot;
   try {
-    const int64_t first = k * opt_.batch_size;
-    const int64_t count = std::min(opt_.batch_size, n_ - first);
+    // This shard's positions of global batch k (data::shard_range).
+    const auto part = shard_range(std::min(opt_.batch_size, n_ - k * opt_.batch_size), opt_.shard_rank, opt_.shard_count);
+    const int64_t first = k * opt_.batch_size + part.begin;
+    const int64_t count = part.end - part.begin;
     const int64_t s = opt_.crop;
     slot.batch.images = torch::empty({count, 3, s, s}, torch::kFloat32);
     slot.batch.labels = torch::empty({count}, torch::kInt64);
@@ -357,20 +365,23 @@ int64_t ImageFolderLoader::load_sample(int64_t position, float* out) {
 
 bool ImageFolderLoader::next(Batch& batch) {
   BS_CHECK(started_, "ImageFolderLoader::next() called before start_epoch()");
-  if (next_out_ >= num_batches()) return false;
-  Slot slot;
-  {
-    std::unique_lock<std::mutex> lock(mu_);
-    ready_cv_.wait(lock, [&] { return ready_.count(next_out_) != 0; });
-    auto it = ready_.find(next_out_);
-    slot = std::move(it->second);
-    ready_.erase(it);
-    ++next_out_;
+  for (;;) {
+    if (next_out_ >= num_batches()) return false;
+    Slot slot;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      ready_cv_.wait(lock, [&] { return ready_.count(next_out_) != 0; });
+      auto it = ready_.find(next_out_);
+      slot = std::move(it->second);
+      ready_.erase(it);
+      ++next_out_;
+    }
+    space_cv_.notify_all();
+    if (slot.error) std::rethrow_exception(slot.error);
+    if (slot.batch.labels.size(0) == 0) continue;  // this shard's part of the last batch is empty
+    batch = std::move(slot.batch);
+    return true;
   }
-  space_cv_.notify_all();
-  if (slot.error) std::rethrow_exception(slot.error);
-  batch = std::move(slot.batch);
-  return true;
 }
 
 }  // namespace bitswitch::data

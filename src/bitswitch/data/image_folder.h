@@ -81,6 +81,12 @@ struct ImageFolderOptions {
   uint64_t seed = 0;
   int64_t limit = 0;        // use only the first `limit` images of the (sorted) list
   bool dct_scaling = true;  // decode large JPEGs at 1/2, 1/4, 1/8 when still big enough
+  // Data-parallel sharding, as data::LoaderOptions: every rank walks the same epoch order in
+  // global batches of `batch_size` and decodes only its contiguous part [r*g/count, (r+1)*g/count)
+  // of each global batch of size g. Crops and flips depend on the global position, so the union
+  // over ranks of one step's batches is exactly the one-process batch.
+  int shard_rank = 0;
+  int shard_count = 1;
 };
 
 class ImageFolderLoader : public BatchSource {
@@ -91,8 +97,10 @@ class ImageFolderLoader : public BatchSource {
   ImageFolderLoader& operator=(const ImageFolderLoader&) = delete;
 
   void start_epoch(int64_t epoch) override;
+  // This shard's part of the next global batch; a shard whose part of the last, partial
+  // (evaluation) batch is empty skips it.
   bool next(Batch& batch) override;
-  int64_t num_batches() const override;
+  int64_t num_batches() const override;  // global batches per epoch, the same on every shard
   int64_t num_samples() const override { return n_; }
   int64_t num_classes() const { return static_cast<int64_t>(folder_.classes.size()); }
   const ImageFolder& folder() const { return folder_; }

@@ -83,6 +83,10 @@ std::vector<int64_t> epoch_order(int64_t n, bool shuffle, uint64_t seed, int64_t
   return order;
 }
 
+ShardRange shard_range(int64_t global, int rank, int count) {
+  return {global * rank / count, global * (rank + 1) / count};
+}
+
 Loader::Loader(const Dataset& dataset, LoaderOptions options) : ds_(dataset), opt_(options), n_(0) {
   const std::string who = "loader for dataset '" + ds_.name + "': ";
   BS_CHECK(opt_.batch_size > 0, who, "batch size must be > 0, got ", opt_.batch_size);
@@ -137,10 +141,9 @@ bool Loader::next(Batch& batch) {
     const int64_t remaining = n_ - pos_;
     if (remaining <= 0 || (opt_.drop_last && remaining < opt_.batch_size)) return false;
     const int64_t global = std::min(opt_.batch_size, remaining);
-    const int64_t begin = global * opt_.shard_rank / opt_.shard_count;
-    const int64_t end = global * (opt_.shard_rank + 1) / opt_.shard_count;
-    first_pos = pos_ + begin;
-    bsz = end - begin;
+    const auto part = shard_range(global, opt_.shard_rank, opt_.shard_count);
+    first_pos = pos_ + part.begin;
+    bsz = part.end - part.begin;
     pos_ += global;
     if (bsz > 0) break;
   }

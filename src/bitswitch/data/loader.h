@@ -43,6 +43,15 @@ class SampleRng {
 // std::mt19937_64 seeded from (seed, epoch); identical across standard libraries.
 std::vector<int64_t> epoch_order(int64_t n, bool shuffle, uint64_t seed, int64_t epoch);
 
+// Data-parallel sharding of one global batch of `global` samples: rank `rank` of `count` takes
+// the positions [begin, end) = [rank*global/count, (rank+1)*global/count) of it (every loader
+// shards this way, so the union over ranks of one step's batches is the one-process batch).
+struct ShardRange {
+  int64_t begin = 0;
+  int64_t end = 0;
+};
+ShardRange shard_range(int64_t global, int rank, int count);
+
 struct Batch {
   torch::Tensor images;   // float [B, C, H, W], normalised with the dataset's mean/std
   torch::Tensor labels;   // int64 [B]

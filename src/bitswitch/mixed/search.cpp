@@ -11,9 +11,9 @@
 #include <fmt/format.h>
 
 #include "bitswitch/data/loader.h"
+#include "bitswitch/eval/evaluate.h"
 #include "bitswitch/models/model.h"
 #include "bitswitch/nn/layers.h"
-#include "bitswitch/train/trainer.h"
 #include "bitswitch/util/error.h"
 
 namespace bitswitch::mixed {
@@ -221,7 +221,7 @@ SearchResult run_search(models::ModelImpl& model, data::Loader& test, const Trac
     if (it == evaluated.end()) {
       std::map<std::string, int> m;
       for (size_t l = 0; l < p.layers.size(); ++l) m[p.layers[l].name] = c.widths[l];
-      auto e = train::evaluate(model, test, nn::layer_bits_config(m, high));
+      auto e = eval::evaluate(model, test, nn::layer_bits_config(m, high));
       it = evaluated.emplace(key, std::make_pair(e.accuracy, e.loss)).first;
     }
     c.accuracy = it->second.first;

@@ -10,7 +10,7 @@ namespace bitswitch::train {
 
 namespace {
 
-DataSources open_image_folders(const TrainConfig& c, int64_t test_batch) {
+DataSources open_image_folders(const TrainConfig& c, int64_t test_batch, int shard_rank, int shard_count) {
   BS_CHECK(!c.data_dir.empty(), "dataset imagefolder: --data-dir is required (a directory holding train/<class>/*.JPEG "
                                 "and val/<class>/*.JPEG)");
   const auto root = std::filesystem::path(c.data_dir);
@@ -33,6 +33,8 @@ DataSources open_image_folders(const TrainConfig& c, int64_t test_batch) {
   o.train = true;
   o.hflip = c.hflip;
   o.limit = c.train_limit;
+  o.shard_rank = shard_rank;
+  o.shard_count = shard_count;
   d.train = std::make_unique<data::ImageFolderLoader>(std::move(train), o);
   o.train = false;
   o.limit = c.test_limit;
@@ -44,11 +46,7 @@ DataSources open_image_folders(const TrainConfig& c, int64_t test_batch) {
 }  // namespace
 
 DataSources open_data(const TrainConfig& c, int64_t test_batch, int shard_rank, int shard_count) {
-  if (c.dataset == "imagefolder") {
-    BS_CHECK(shard_count == 1, "dataset imagefolder: multi-process training (nproc ", shard_count,
-             ") is not supported for image folders yet; use one process");
-    return open_image_folders(c, test_batch);
-  }
+  if (c.dataset == "imagefolder") return open_image_folders(c, test_batch, shard_rank, shard_count);
   DataSources d;
   d.memory = std::make_unique<data::DatasetPair>(data::load_dataset(c.dataset, c.data_dir));
   d.name = d.memory->train.name;

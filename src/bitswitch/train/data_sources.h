@@ -23,7 +23,7 @@ struct DataSources {
 // Opens the dataset of `config` (dataset, data_dir, batch, limits, augmentation, seed, workers,
 // skip_corrupt, image_size). `test_batch`: evaluation batch size (0: 500 for in-memory data,
 // `batch` for image folders). `shard_rank` / `shard_count`: this process's shard of every batch
-// in data-parallel training (in-memory datasets). Throws bitswitch::Error naming the field or the path.
+// in data-parallel training (each rank decodes only its part of an image folder's batches). Throws bitswitch::Error naming the field or the path.
 DataSources open_data(const TrainConfig& config, int64_t test_batch = 0, int shard_rank = 0, int shard_count = 1);
 
 // Training images without augmentation, in a seeded shuffled order, in batches of `batch`: the

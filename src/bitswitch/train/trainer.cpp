@@ -11,15 +11,13 @@
 
 #include <filesystem>
 #include <fstream>
-#include <optional>
 #include <thread>
 
 #include <fmt/format.h>
 
-#include "bitswitch/models/pretrained.h"
 #include "bitswitch/data/datasets.h"
-#include "bitswitch/mixed/hessian.h"
-#include "bitswitch/mixed/roulette.h"
+#include "bitswitch/eval/evaluate.h"
+#include "bitswitch/models/pretrained.h"
 #include "bitswitch/nn/layers.h"
 #include "bitswitch/train/alrs.h"
 #include "bitswitch/train/checkpoint.h"
@@ -28,6 +26,7 @@
 #include "bitswitch/train/layout.h"
 #include "bitswitch/train/progress.h"
 #include "bitswitch/train/step.h"
+#include "bitswitch/train/width_schedule.h"
 #include "bitswitch/util/atomic_file.h"
 #include "bitswitch/util/error.h"
 
@@ -67,56 +66,7 @@ void clear_grads(const std::vector<torch::Tensor>& params) {
     if (p.grad().defined()) const_cast<torch::Tensor&>(p).mutable_grad().reset();
 }
 
-namespace {
-// A model is channels-last when its 4-D parameters are (train/layout.h); batches follow the
-// model's layout.
-bool is_channels_last(torch::nn::Module& model) {
-  for (const auto& p : model.parameters())
-    if (p.dim() == 4 && !p.is_contiguous()) return p.is_contiguous(torch::MemoryFormat::ChannelsLast);
-  return false;
-}
-
-torch::Tensor in_layout(const torch::Tensor& images, bool channels_last) {
-  return channels_last && images.dim() == 4 ? images.contiguous(torch::MemoryFormat::ChannelsLast) : images;
-}
-}  // namespace
-
-EvalResult evaluate(models::ModelImpl& model, data::BatchSource& loader, const nn::BitConfig& bits, Distributed* dist) {
-  torch::NoGradGuard ng;
-  const bool was_training = model.is_training();
-  model.eval();
-  nn::apply_bits(model, bits);
-  // Quantized widths are evaluated with the deploy runtime's arithmetic, so the accuracy reported
-  // here is the accuracy of the exported integer model (nn::set_integer_eval).
-  nn::set_integer_eval(model, !(bits.is_uniform() && bits.default_bits() == nn::kFloatBits));
-  EvalResult r;
-  double loss_sum = 0;
-  int64_t correct = 0;
-  data::Batch b;
-  loader.start_epoch(0);
-  const auto device = model.parameters().empty() ? torch::Device(torch::kCPU) : model.parameters().front().device();
-  const bool channels_last = is_channels_last(model);
-  while (loader.next(b)) {
-    const auto labels = b.labels.to(device);
-    auto logits = model.forward(in_layout(b.images.to(device), channels_last));
-    loss_sum += torch::nn::functional::cross_entropy(logits, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum)).item<double>();
-    correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
-    r.count += b.labels.size(0);
-  }
-  nn::set_integer_eval(model, false);
-  model.train(was_training);
-  if (dist && dist->active()) {
-    // Exact sums: counts are integers well below 2^53, the loss sum is summed in float64.
-    auto t = torch::tensor({loss_sum, double(correct), double(r.count)}, torch::kFloat64);
-    dist->all_reduce_sum(t, "evaluation");
-    loss_sum = t[0].item<double>();
-    correct = static_cast<int64_t>(t[1].item<double>());
-    r.count = static_cast<int64_t>(t[2].item<double>());
-  }
-  r.accuracy = r.count ? 100.0 * correct / r.count : 0;
-  r.loss = r.count ? loss_sum / r.count : 0;
-  return r;
-}
+using eval::in_layout;
 
 namespace {
 
@@ -146,10 +96,12 @@ torch::Tensor soft_cross_entropy(const torch::Tensor& logits, const torch::Tenso
 
 class Trainer {
  public:
-  explicit Trainer(TrainConfig cfg) : cfg_(std::move(cfg)) {}
+  Trainer(TrainConfig cfg, WidthSchedule* schedule) : cfg_(std::move(cfg)), schedule_(schedule) {}
 
   TrainResult run() {
     cfg_.validate();
+    BS_CHECK(!cfg_.hasb || schedule_, "hasb: the trainer needs HASB's width schedule (mixed::hasb_schedule(config), "
+                                      "which `bitswitch train` passes to it)");
     setup_distributed();
     const int threads = configure_threads(cfg_.threads, dist_->options().local_world_size);
     if (is_main()) fs::create_directories(cfg_.out);
@@ -178,7 +130,7 @@ class Trainer {
       log(fmt::format("data parallel: {} processes ({}), global batch {} = {} per process, device {}",
                       dist_->world_size(), dist_->backend(), cfg_.batch, cfg_.batch / dist_->world_size(), device_.str()));
 
-    if (cfg_.hasb) setup_hasb();
+    if (schedule_) log(schedule_->attach(*model_, spec_.bits));
     std::string phase = "fp";
     int epoch = 0;  // epochs completed in `phase`
     if (cfg_.resume) {
@@ -190,10 +142,10 @@ class Trainer {
         init.load_model(*model_, /*strict=*/false);
         const bool from_fp = init.meta().value("phase", "fp") == "fp";
         if (from_fp) nn::init_widths_from_fp(*model_);
-        if (cfg_.hasb) start_hasb(from_fp);
+        if (schedule_) schedule_->start_from(*model_, cfg_.init, from_fp);
         log(fmt::format("initialised from {} ({} checkpoint)", cfg_.init, from_fp ? "FP32" : "multi-precision"));
         phase = "joint";
-        auto r = evaluate(*model_, *test_loader_, nn::BitConfig::fp32(), dist_.get());
+        auto r = evaluate(nn::BitConfig::fp32());
         fp_baseline_ = r.accuracy;
         log(fmt::format("starting FP32 model: test accuracy {:.2f}%", r.accuracy));
       } else if (!cfg_.pretrained.empty()) {
@@ -273,6 +225,13 @@ class Trainer {
     BS_CHECK(cfg_.batch % opt.world_size == 0, "batch ", cfg_.batch, " (the global batch) must be divisible by the ",
              opt.world_size, " processes");
     dist_ = std::make_unique<Distributed>(opt);
+  }
+
+  // The test set at `bits`, each rank on its shard, the sums reduced over the ranks.
+  eval::EvalResult evaluate(const nn::BitConfig& bits) {
+    eval::SumReduce reduce;
+    if (dist_->active()) reduce = [this](torch::Tensor& t) { dist_->all_reduce_sum(t, "evaluation"); };
+    return eval::evaluate(*model_, *test_loader_, bits, reduce);
   }
 
   // backward() with gradients averaged over the ranks, all-reduced in buckets as they are ready.
@@ -467,44 +426,9 @@ class Trainer {
     }
   }
 
-  // ---- HASB SuperNet training (SPEC Sec. 6.3; mixed/roulette.h) ----
-  void setup_hasb() {
-    std::vector<std::string> names;
-    for (const auto& [name, q] : nn::quant_layers(*model_)) names.push_back(name);
-    if (cfg_.roulette == "uniform") {
-      roulette_ = mixed::Roulette::uniform(names.size(), spec_.bits);
-    } else {
-      const auto traces = mixed::read_traces(cfg_.traces);
-      std::map<std::string, double> by_name;
-      for (const auto& t : traces.layers) by_name[t.name] = t.trace;
-      std::vector<double> t;
-      for (const auto& n : names) {
-        BS_CHECK(by_name.count(n), "traces file '", cfg_.traces, "' has no layer '", n, "' of model ", spec_.name);
-        t.push_back(by_name[n]);
-      }
-      roulette_ = mixed::Roulette::hessian(t, spec_.bits);
-    }
-    hasb_layers_ = names;
-    int sensitive = 0;
-    for (size_t l = 0; l < names.size(); ++l) sensitive += roulette_->sensitive(l);
-    log(fmt::format("HASB: {} roulette, {} of {} layers sensitive, sigma {}, warm-up {} epoch(s)", cfg_.roulette, sensitive,
-                    names.size(), cfg_.hasb_sigma, cfg_.hasb_warmup_epochs));
-  }
-
-  void start_hasb(bool from_fp) {
-    BS_CHECK(!from_fp, "hasb: '", cfg_.init, "' is an FP32 checkpoint; HASB starts from a multi-precision one");
-    nn::init_transitional_from_uniform(*model_);
-  }
-
-  // The widths of one step at width `w`: uniform, or per layer by the HASB draw.
+  // The widths of one step at width `w`: uniform, or as the width schedule (HASB) chooses.
   nn::BitConfig step_bits(int epoch, int64_t i, size_t k, int w) {
-    if (!cfg_.hasb) return nn::BitConfig::uniform(w);
-    auto rng = mixed::step_rng(cfg_.seed, epoch, i, int(k));
-    const double sigma = mixed::hasb_sigma(cfg_.hasb_sigma, epoch, cfg_.epochs, cfg_.hasb_warmup_epochs);
-    const auto widths = mixed::draw_layer_widths(*roulette_, w, sigma, rng);
-    std::map<std::string, int> m;
-    for (size_t l = 0; l < widths.size(); ++l) m[hasb_layers_[l]] = widths[l];
-    return nn::layer_bits_config(m, w);
+    return schedule_ ? schedule_->step_bits(epoch, i, k, w) : nn::BitConfig::uniform(w);
   }
 
   void end_epoch(const std::string& phase, int epoch) {
@@ -514,7 +438,7 @@ class Trainer {
     if (phase == "joint") widths.insert(widths.end(), spec_.bits.begin(), spec_.bits.end());
     std::string line;
     for (int w : widths) {
-      auto r = evaluate(*model_, *test_loader_, nn::BitConfig::uniform(w), dist_.get());
+      auto r = evaluate(nn::BitConfig::uniform(w));
       acc[nn::width_label(w)] = r.accuracy;
       loss[nn::width_label(w)] = r.loss;
       line += fmt::format(" {} {:.2f}%", nn::width_label(w), r.accuracy);
@@ -567,7 +491,7 @@ class Trainer {
   // FP32 weights from a .safetensors file (torchvision names) before the FP phase.
   void load_pretrained() {
     models::load_fp_safetensors(*model_, cfg_.pretrained);
-    auto r = evaluate(*model_, *test_loader_, nn::BitConfig::fp32());
+    auto r = evaluate(nn::BitConfig::fp32());
     fp_baseline_ = r.accuracy;
     log(fmt::format("loaded FP32 weights from {}: test accuracy {:.2f}%", cfg_.pretrained, r.accuracy));
   }
@@ -606,6 +530,7 @@ class Trainer {
   }
 
   TrainConfig cfg_;
+  WidthSchedule* schedule_ = nullptr;  // HASB (mixed/hasb.h); null: uniform widths
   std::unique_ptr<Distributed> dist_;
   std::unique_ptr<GradBucketer> bucketer_;
   torch::Device device_{torch::kCPU};
@@ -623,12 +548,12 @@ class Trainer {
   double seconds_ = 0;
   double fp_baseline_ = 0;  // test accuracy of the FP32 model the joint phase starts from
   int64_t metrics_lines_ = 0;
-  std::optional<mixed::Roulette> roulette_;  // HASB only
-  std::vector<std::string> hasb_layers_;
 };
 
 }  // namespace
 
-TrainResult run_training(TrainConfig config) { return Trainer(std::move(config)).run(); }
+TrainResult run_training(TrainConfig config, WidthSchedule* schedule) {
+  return Trainer(std::move(config), schedule).run();
+}
 
 }  // namespace bitswitch::train

@@ -4,27 +4,13 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "bitswitch/data/loader.h"
 #include "bitswitch/models/model.h"
 #include "bitswitch/nn/bit_config.h"
 #include "bitswitch/train/config.h"
 
 namespace bitswitch::train {
 
-class Distributed;
-
-struct EvalResult {
-  double accuracy = 0;  // top-1, percent
-  double loss = 0;      // mean cross-entropy
-  int64_t count = 0;
-};
-
-// Evaluates `model` at `bits` on every batch of `loader` (eval mode, no grad), on the model's
-// device. Quantized configurations use integer-exact evaluation: the result is the deployed
-// integer model's. With `dist`, each rank evaluates its shard (a sharded loader) and the counts
-// are summed.
-EvalResult evaluate(models::ModelImpl& model, data::BatchSource& loader, const nn::BitConfig& bits,
-                    Distributed* dist = nullptr);
+class WidthSchedule;
 
 struct TrainResult {
   nlohmann::json accuracy;  // {"fp32": .., "w8": .., ...} from the last evaluation
@@ -36,7 +22,10 @@ struct TrainResult {
 
 // Runs the whole job described by `config` and writes the run directory:
 // config.json, metrics.jsonl, summary.json, checkpoint.pt (and fp32.pt after the FP phase).
-TrainResult run_training(TrainConfig config);
+// `schedule` chooses each joint step's bit configuration (train/width_schedule.h); null: every
+// width uniformly. `config.hasb` needs HASB's schedule (mixed::hasb_schedule).
+// Evaluation is eval::evaluate (eval/evaluate.h).
+TrainResult run_training(TrainConfig config, WidthSchedule* schedule = nullptr);
 
 // The model spec a config describes on a dataset with `in_channels` and `num_classes`.
 models::ModelSpec spec_from_config(const TrainConfig& config, int64_t in_channels, int64_t num_classes);
