@@ -48,6 +48,12 @@ inline float act_code(float x, float inv, float qmax) {
   return round_half_even_small(std::min(std::max(x * inv, 0.0f), qmax));
 }
 
+// Signed activation code (QuantOptions::signed_input, MobileNetV2's linear bottlenecks), as a
+// float: clamp(x / a, -2^(b-1), 2^(b-1) - 1) rounded half to even, inv = 1 / a in float.
+inline float signed_act_code(float x, float inv, float qmin, float qmax) {
+  return round_half_even_small(std::min(std::max(x * inv, qmin), qmax));
+}
+
 // First rounding: float weight to its h-bit code, with inv_scale = 1 / s (computed in float).
 inline int32_t weight_code(float w, float inv_scale, int high_bits) {
   const float v = std::min(std::max(w * inv_scale, float(signed_qmin(high_bits))),
