@@ -278,6 +278,7 @@ struct Runtime::Impl {
   int tile = 4;
   size_t weight_bytes = 0;
   bool unpack_in_gemm = false;
+  bool panels_unpack_in_gemm() const { return unpack_in_gemm && qgemm_packed_panels_supported(); }
 
   void prepare(const Artifact& a);
   void plan_memory();
@@ -287,12 +288,19 @@ struct Runtime::Impl {
   // Low-bit panels of every layer, unpacked to int8 for one inference call.
   std::vector<std::vector<int8_t>> unpack_all() const {
     std::vector<std::vector<int8_t>> out(layers.size());
-    if (unpack_in_gemm) return out;
     for (const auto& o : layers)
       if (o.integer && o.bits != 8 && !o.panels.empty()) {
+        if (panels_unpack_in_gemm()) continue;
         auto& u = out[size_t(o.index)];
         u.resize(qgemm_panels_bytes(o.out, o.K()));
         qgemm_unpack_panels(reinterpret_cast<const uint8_t*>(o.panels.data()), o.out, o.K(), o.bits, u.data());
+      } else if (o.integer && o.bits != 8 && !o.depthwise && !unpack_in_gemm) {
+        // Row GEMMs (AVX2 / scalar): the packed rows unpacked once per call to int8 rows, so the
+        // GEMM runs at the 8-bit speed while the resident weights stay packed.
+        auto& u = out[size_t(o.index)];
+        const size_t K = size_t(o.K()), row = packed_bytes(K, o.bits);
+        u.resize(size_t(o.out) * K);
+        for (int r = 0; r < o.out; ++r) unpack_into(o.wq.data() + size_t(r) * row, K, o.bits, u.data() + size_t(r) * K);
       }
     return out;
   }
@@ -321,7 +329,7 @@ void Runtime::Impl::gemm_int(const Layer& o, const uint8_t* x, int n, int h, int
     const int8_t* panels = o.panels.data();
     int panel_bits = 8;
     if (o.bits != 8) {
-      if (unpack_in_gemm) panel_bits = o.bits;  // packed panels, unpacked inside the GEMM's K loop
+      if (panels_unpack_in_gemm()) panel_bits = o.bits;  // packed panels, unpacked inside the GEMM's K loop
       else panels = s.unpacked->at(size_t(o.index)).data();  // unpacked once per inference call
     }
     // No im2col: each output pixel reads its k rows of k*C input codes in place, from a padded
@@ -361,9 +369,14 @@ void Runtime::Impl::gemm_int(const Layer& o, const uint8_t* x, int n, int h, int
     A = col;
   }
   parallel_rows(M, inner, [&](int r0, int r1) {
+    // Low-bit rows unpacked for this call (not for panel layers: theirs are in panel order).
+    const std::vector<int8_t>* rows8 =
+        o.bits == 8 || !s.unpacked || !o.panels.empty() ? nullptr : &s.unpacked->at(size_t(o.index));
     if (o.bits == 8)
       qgemm_u8s8_s32(r1 - r0, o.out, K, A + size_t(r0) * K, reinterpret_cast<const int8_t*>(o.wq.data()),
                      C + size_t(r0) * o.out, isa);
+    else if (rows8 && !rows8->empty())
+      qgemm_u8s8_s32(r1 - r0, o.out, K, A + size_t(r0) * K, rows8->data(), C + size_t(r0) * o.out, isa);
     else
       qgemm_u8_packed_s32(r1 - r0, o.out, K, A + size_t(r0) * K, o.wq.data(), o.bits, C + size_t(r0) * o.out, isa);
     epilogue(r0, r1);
@@ -838,7 +851,8 @@ Runtime::Runtime(const Artifact& model, RuntimeOptions options) : impl_(std::mak
       qgemm_pack_panels(tmp.data(), o.out, o.K(), o.bits, reinterpret_cast<uint8_t*>(o.panels.data()));
     }
   }
-  impl_->unpack_in_gemm = options.unpack_in_gemm && qgemm_packed_panels_supported();
+  // In-GEMM unpacking: the VBMI panel kernel where the CPU has it, else the row GEMM's packed path.
+  impl_->unpack_in_gemm = options.unpack_in_gemm;
   BS_CHECK(options.tile >= 1, "runtime tile must be >= 1");
   impl_->tile = options.tile;
 }

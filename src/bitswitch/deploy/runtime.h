@@ -32,9 +32,10 @@ struct RuntimeOptions {
   int threads = 0;                   // 0: all hardware threads
   QgemmIsa isa = QgemmIsa::kAuto;    // force a GEMM path (tests, benchmarks)
   int tile = 4;                      // images per working tile of one thread
-  // Low-bit weights (AVX-512 VNNI + VBMI CPUs) stay bit-packed in panel order. By default each
-  // inference call unpacks them once into int8 panels shared by its tiles; with unpack_in_gemm
-  // the GEMM unpacks 64 codes at a time inside its K loop instead (less memory, slower on Zen 4).
+  // Low-bit weights stay bit-packed in memory (in panel order on AVX-512 VNNI + VBMI CPUs, in rows
+  // otherwise). By default each inference call unpacks them once into int8 panels or rows shared
+  // by its tiles; with unpack_in_gemm the GEMM unpacks them inside its K loop instead (less
+  // memory, slower: on Zen 4 with VBMI, and on AVX2 where it costs ~1.3-1.5x at ImageNet shapes).
   bool unpack_in_gemm = false;
 };
 
