@@ -17,7 +17,7 @@ flags = next((l.split(":", 1)[1].split() for l in lscpu.splitlines() if l.starts
 simd = " ".join(f for f in flags if f.startswith(("avx", "fma", "vnni")) or f in ("bmi2",))
 load = open("/proc/loadavg").read().split()[:3]
 
-print(f"## ImageNet-scale integer runtime (3x224x224, 1000 classes)\n")
+print(f"## 0. ImageNet-scale integer runtime (3x224x224, 1000 classes)\n")
 print(f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {model_name} ({simd}; no AVX-512, no VNNI), "
       f"2 cores; load average at the end of the run {' '.join(load)} (the machine was shared with other jobs, "
       f"so absolute numbers are noisy; each row is a median). Command: `scripts/bench_deploy.sh --imagenet`.\n")
