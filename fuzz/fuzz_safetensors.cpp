@@ -1,4 +1,5 @@
-// libFuzzer target for the safetensors reader and the artifact validation on top of it: any
+// libFuzzer target for the safetensors reader, the artifact validation on top of it (metadata, op
+// graph) and the integer runtime's load of what validates: any
 // input must either parse or throw bitswitch::Error. A parsed file must also keep its views inside the input and survive a
 // serialize -> parse round trip unchanged. A custom mutator mostly mutates the JSON header or
 // the data buffer alone and rewrites the length prefix to match, so that mutations reach the
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "bitswitch/deploy/artifact.h"
+#include "bitswitch/deploy/runtime.h"
 #include "bitswitch/format/safetensors.h"
 #include "bitswitch/util/error.h"
 
@@ -46,7 +48,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const Artifact art = artifact_from_safetensors(st);
     std::map<std::string, std::string> meta;
     (void)artifact_tensors(art, &meta);
-    if (art.master) (void)switch_uniform(art, art.bits.back(), 1);
+    const Artifact low = art.master ? switch_uniform(art, art.bits.back(), 1) : art;
+    // The runtime's load (graph checks, fusion, value kinds, memory plan) on what validated.
+    RuntimeOptions ro;
+    ro.threads = 1;
+    const Runtime rt(low, ro);
+    if (rt.plan().empty()) std::abort();
   } catch (const bitswitch::Error&) {
   }
   return 0;

@@ -8,8 +8,23 @@
 #  4. train-deploy equivalence on the whole test set (bitswitch infer --verify) at every width.
 # Usage: scripts/bench_deploy.sh [CHECKPOINT] [--quick]   (default: runs/main/checkpoint.pt;
 # about 5 minutes; run on an otherwise idle machine)
+#        scripts/bench_deploy.sh --imagenet [--quick]: ResNet-18, ResNet-50, MobileNetV2 at 3x224x224
+# (bench/bench_deploy_imagenet.cpp) next to PyTorch FP32 and torch.ao INT8 of torchvision's
+# quantizable models (scripts/bench_deploy_torch_imagenet.py) and the AVX2 int8 peak
+# (bench/bench_int8_peak.cpp); tables to runs/bench-deploy-imagenet/table.md (about 10 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--imagenet" ]; then
+  shift
+  OUT=runs/bench-deploy-imagenet
+  mkdir -p "$OUT"
+  build/bench/bench_int8_peak >"$OUT/int8_peak.json"
+  build/bench/bench_deploy_imagenet "$@" >"$OUT/bitswitch_imagenet.json"
+  /usr/bin/python3 scripts/bench_deploy_torch_imagenet.py "$@" >"$OUT/torch_imagenet.json"
+  /usr/bin/python3 scripts/deploy_imagenet_table.py "$OUT" >"$OUT/table.md"
+  cat "$OUT/table.md"
+  exit 0
+fi
 CKPT=runs/main/checkpoint.pt
 QUICK=""
 for a in "$@"; do

@@ -13,6 +13,7 @@
 #include "bitswitch/deploy/artifact.h"
 #include "bitswitch/deploy/packing.h"
 #include "bitswitch/deploy/runtime.h"
+#include "bitswitch/format/graph.h"
 #include "bitswitch/util/error.h"
 #include "deploy_test_util.h"
 
@@ -20,6 +21,7 @@ namespace fs = std::filesystem;
 using namespace bitswitch;
 using namespace bitswitch::deploy;
 using namespace bitswitch::format;
+using bitswitch::format::OpKind;
 
 namespace {
 
@@ -79,7 +81,19 @@ std::vector<std::string> width_keys(const std::vector<int>& bits) {
   return k;
 }
 
-// A random master artifact with ResNet-20's wiring (one block per stage) or smallcnn's.
+// conv -> BN [-> act] in the graph, for the hand-built artifacts below.
+std::string conv_bn(GraphBuilder& g, const LayerRecord& l, const BnRecord& b, const std::string& x, int act = 0) {
+  const auto q = !l.quantize_input ? InputQuant::kNone : l.signed_input ? InputQuant::kSigned : InputQuant::kUnsigned;
+  auto y = g.batchnorm(b.name, g.conv(l.name, x, l.in, l.out, l.kernel, l.stride, l.padding, l.groups, q), b.channels);
+  return act == 1 ? g.relu(y) : act == 2 ? g.relu6(y) : y;
+}
+std::string fc_node(GraphBuilder& g, const LayerRecord& l, const std::string& x) {
+  return g.linear(l.name, g.flatten(g.global_avgpool(x)), l.in, l.out, InputQuant::kNone);
+}
+
+// A random master artifact with ResNet-20's wiring (one block per stage), smallcnn's, or a small
+// MobileNetV2-like network ("tinymbv2": ReLU6, depthwise convs at stride 1 and 2, signed inputs
+// of linear bottlenecks, a residual add without ReLU, a 3x3 stride-2 max-pool).
 Artifact random_master(const std::string& arch, const std::vector<int>& bits, uint32_t seed) {
   std::mt19937 rng(seed);
   Artifact a;
@@ -90,17 +104,64 @@ Artifact random_master(const std::string& arch, const std::vector<int>& bits, ui
   a.bits = bits;
   a.high_bits = bits.front();
   const auto keys = width_keys(bits);
+  GraphBuilder g;
+  std::string y = g.input(1);
+  auto L = [&](int i) -> LayerRecord& { return a.layers[size_t(i)]; };
   if (arch == "smallcnn") {
     a.layers.push_back(layer("conv1", LayerKind::kConv, 1, 8, 3, 1, false, bits, rng));
     a.layers.push_back(layer("conv2", LayerKind::kConv, 8, 16, 3, 1, true, bits, rng));
     a.layers.push_back(layer("conv3", LayerKind::kConv, 16, 24, 3, 1, true, bits, rng));
     a.layers.push_back(layer("fc", LayerKind::kLinear, 24, 10, 1, 1, false, bits, rng));
+    a.layers.back().padding = 0;
     a.bns.push_back(bn("bn1", a.layers[0], {"fp"}, rng));
     a.bns.push_back(bn("bn2", a.layers[1], keys, rng));
     a.bns.push_back(bn("bn3", a.layers[2], keys, rng));
+    y = g.maxpool(conv_bn(g, L(0), a.bns[0], y, 1), 2, 2, 0);
+    y = g.maxpool(conv_bn(g, L(1), a.bns[1], y, 1), 2, 2, 0);
+    y = conv_bn(g, L(2), a.bns[2], y, 1);
+    a.graph = g.finish(fc_node(g, L(3), y));
+  } else if (arch == "tinymbv2") {
+    auto add_conv = [&](const std::string& name, int64_t in, int64_t out, int64_t k, int64_t stride, bool q,
+                        int64_t groups, bool sgn) {
+      a.layers.push_back(layer(name, LayerKind::kConv, in / groups, out, k, stride, q, bits, rng));
+      LayerRecord& l = a.layers.back();
+      l.in = in, l.groups = groups, l.signed_input = sgn;
+      a.bns.push_back(bn(name + "_bn", l, q ? keys : std::vector<std::string>{"fp"}, rng));
+      return int(a.layers.size()) - 1;
+    };
+    int i = add_conv("stem", 1, 8, 3, 1, false, 1, false);
+    y = g.maxpool(conv_bn(g, L(i), a.bns[size_t(i)], y, 2), 3, 2, 1);
+    i = add_conv("b1.dw", 8, 8, 3, 1, true, 8, false);
+    y = conv_bn(g, L(i), a.bns[size_t(i)], y, 2);
+    i = add_conv("b1.project", 8, 8, 1, 1, true, 1, false);
+    L(i).padding = 0;
+    y = conv_bn(g, L(i), a.bns[size_t(i)], y);
+    i = add_conv("b2.expand", 8, 16, 1, 1, true, 1, true);
+    L(i).padding = 0;
+    y = conv_bn(g, L(i), a.bns[size_t(i)], y, 2);
+    i = add_conv("b2.dw", 16, 16, 3, 2, true, 16, false);
+    y = conv_bn(g, L(i), a.bns[size_t(i)], y, 2);
+    i = add_conv("b2.project", 16, 12, 1, 1, true, 1, false);
+    L(i).padding = 0;
+    const std::string y2 = conv_bn(g, L(i), a.bns[size_t(i)], y);
+    i = add_conv("b3.expand", 12, 24, 1, 1, true, 1, true);
+    L(i).padding = 0;
+    y = conv_bn(g, L(i), a.bns[size_t(i)], y2, 2);
+    i = add_conv("b3.dw", 24, 24, 3, 1, true, 24, false);
+    y = conv_bn(g, L(i), a.bns[size_t(i)], y, 2);
+    i = add_conv("b3.project", 24, 12, 1, 1, true, 1, false);
+    L(i).padding = 0;
+    y = g.add(y2, conv_bn(g, L(i), a.bns[size_t(i)], y));
+    i = add_conv("last", 12, 16, 1, 1, true, 1, true);
+    L(i).padding = 0;
+    y = conv_bn(g, L(i), a.bns[size_t(i)], y, 2);
+    a.layers.push_back(layer("fc", LayerKind::kLinear, 16, 10, 1, 1, false, bits, rng));
+    a.layers.back().padding = 0;
+    a.graph = g.finish(fc_node(g, a.layers.back(), y));
   } else {
     a.layers.push_back(layer("stem", LayerKind::kConv, 1, 16, 3, 1, false, bits, rng));
     a.bns.push_back(bn("stem_bn", a.layers.back(), {"fp"}, rng));
+    y = conv_bn(g, a.layers.back(), a.bns.back(), y, 1);
     int64_t in = 16;
     const int64_t widths[3] = {16, 32, 64};
     for (int s = 0; s < 3; ++s) {
@@ -108,18 +169,24 @@ Artifact random_master(const std::string& arch, const std::vector<int>& bits, ui
       const int64_t stride = s ? 2 : 1;
       a.layers.push_back(layer(p + "conv1", LayerKind::kConv, in, widths[s], 3, stride, true, bits, rng));
       a.bns.push_back(bn(p + "bn1", a.layers.back(), keys, rng));
+      auto z = conv_bn(g, a.layers.back(), a.bns.back(), y, 1);
       a.layers.push_back(layer(p + "conv2", LayerKind::kConv, widths[s], widths[s], 3, 1, true, bits, rng));
       a.bns.push_back(bn(p + "bn2", a.layers.back(), keys, rng));
+      z = conv_bn(g, a.layers.back(), a.bns.back(), z);
+      std::string shortcut = y;
       if (s) {
         a.layers.push_back(layer(p + "down_conv", LayerKind::kConv, in, widths[s], 1, stride, true, bits, rng));
         a.layers.back().padding = 0;
         a.bns.push_back(bn(p + "down_bn", a.layers.back(), keys, rng));
+        shortcut = conv_bn(g, a.layers.back(), a.bns.back(), y);
       }
+      y = g.relu(g.add(z, shortcut));
       in = widths[s];
     }
     a.layers.push_back(layer("fc", LayerKind::kLinear, 64, 10, 1, 1, false, bits, rng));
     a.layers.back().padding = 0;
     a.layers.back().bias.assign(10, 0.1f);
+    a.graph = g.finish(fc_node(g, a.layers.back(), y));
   }
   return a;
 }
@@ -133,14 +200,6 @@ Artifact reparse(const Artifact& a, const std::function<void(std::vector<TensorT
   return artifact_from_safetensors(parse_safetensors(bytes.data(), bytes.size(), "bad.safetensors"));
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
 
 TensorToWrite& find(std::vector<TensorToWrite>& ts, const std::string& name) {
   for (auto& t : ts)
@@ -159,8 +218,9 @@ std::vector<float> random_images(int n, int h, int w, uint32_t seed) {
 }  // namespace
 
 TEST(Artifact, WriteReadRoundTrip) {
-  for (const std::string arch : {"resnet20", "smallcnn"}) {
-    const Artifact a = random_master(arch, {8, 6, 4, 2}, 1);
+  for (const std::string arch : {"resnet20", "smallcnn", "tinymbv2"}) {
+    Artifact a = random_master(arch, {8, 6, 4, 2}, 1);
+    for (int c = 0; c < 10; ++c) a.classes.push_back("class " + std::to_string(c));
     const auto path = tmp_path(arch + ".safetensors");
     write_artifact(path, a);
     const Artifact b = read_artifact(path);
@@ -176,7 +236,11 @@ TEST(Artifact, WriteReadRoundTrip) {
       EXPECT_EQ(b.layers[i].weight, a.layers[i].weight);
       EXPECT_EQ(b.layers[i].bias, a.layers[i].bias);
       EXPECT_EQ(b.layers[i].stride, a.layers[i].stride);
+      EXPECT_EQ(b.layers[i].groups, a.layers[i].groups);
+      EXPECT_EQ(b.layers[i].signed_input, a.layers[i].signed_input);
     }
+    EXPECT_EQ(graph_to_json(b.graph), graph_to_json(a.graph));
+    EXPECT_EQ(b.classes, a.classes);
     ASSERT_EQ(b.bns.size(), a.bns.size());
     for (size_t i = 0; i < a.bns.size(); ++i) {
       EXPECT_EQ(b.bns[i].source, a.bns[i].source);
@@ -326,7 +390,7 @@ TEST(Artifact, RejectsEveryClassOfBadArtifact) {
 }
 
 TEST(Runtime, GemmPathsAgreeBitForBitOnEveryWidth) {
-  for (const std::string arch : {"resnet20", "smallcnn"}) {
+  for (const std::string arch : {"resnet20", "smallcnn", "tinymbv2"}) {
     const Artifact m = random_master(arch, {8, 6, 4, 3, 2}, 5);
     const auto x = random_images(7, 28, 28, 6);
     for (int b : {8, 6, 4, 3, 2}) {
@@ -349,8 +413,107 @@ TEST(Runtime, GemmPathsAgreeBitForBitOnEveryWidth) {
   }
 }
 
-TEST(Runtime, RejectsUnsupportedArchitectures) {
-  Artifact m = random_master("smallcnn", {8, 4}, 7);
-  m.arch = "resnet18";
-  EXPECT_CONTAINS(error_of([&] { Runtime r(switch_uniform(m, 4)); }), "supports resnet20 and smallcnn");
+TEST(Runtime, RefusesWhatItCannotRunNamingTheLayer) {
+  Artifact m = random_master("tinymbv2", {8, 4}, 7);
+  EXPECT_NO_THROW(check_deployable(m));
+  // A grouped conv that is not depthwise.
+  Artifact grouped = m;
+  for (auto& l : grouped.layers)
+    if (l.name == "b2.project") {
+      l.groups = 4;
+      l.codes.resize(size_t(l.out * l.row_elems()));
+    }
+  for (auto& n : grouped.graph.nodes)
+    if (n.layer == "b2.project" && n.op == OpKind::kConv) n.groups = 4;
+  EXPECT_CONTAINS(error_of([&] { check_deployable(grouped); }), "layer 'b2.project': a grouped convolution with 4 groups");
+  EXPECT_CONTAINS(error_of([&] { Runtime r(switch_uniform(grouped, 4)); }), "b2.project");
+}
+
+TEST(Artifact, Version1FilesAreRefusedWithTheWayOut) {
+  const Artifact m = random_master("smallcnn", {8, 4}, 9);
+  EXPECT_CONTAINS(error_of([&] {
+                    reparse(m, [](std::vector<TensorToWrite>&, std::map<std::string, std::string>& md) {
+                      md["version"] = "1";
+                      md.erase("graph");
+                    });
+                  }),
+                  "artifact version 1 has no op graph; re-export it");
+}
+
+TEST(Artifact, GraphValidationNamesTheNode) {
+  const Artifact m = random_master("resnet20", {8, 4}, 10);
+  using Ts = std::vector<TensorToWrite>;
+  using Meta = std::map<std::string, std::string>;
+  auto edit_graph = [&](std::function<void(nlohmann::json&)> fn) {
+    return error_of([&] {
+      reparse(m, [&](Ts&, Meta& md) {
+        auto j = nlohmann::json::parse(md["graph"]);
+        fn(j);
+        md["graph"] = j.dump();
+      });
+    });
+  };
+  auto node = [](nlohmann::json& j, const std::string& name) -> nlohmann::json& {
+    for (auto& n : j["nodes"])
+      if (n["name"] == name) return n;
+    throw std::runtime_error("no node " + name);
+  };
+  EXPECT_CONTAINS(edit_graph([&](nlohmann::json& j) { node(j, "blocks.0.conv1")["op"] = "conv3d"; }),
+                  "node 'blocks.0.conv1': unknown op 'conv3d'");
+  EXPECT_CONTAINS(edit_graph([&](nlohmann::json& j) { node(j, "blocks.0.conv2")["inputs"] = {"nowhere"}; }),
+                  "node 'blocks.0.conv2' reads 'nowhere', which is not a node (dangling input)");
+  EXPECT_CONTAINS(edit_graph([&](nlohmann::json& j) { node(j, "blocks.0.conv1")["inputs"] = {"blocks.0.bn2"}; }),
+                  "is on a cycle");
+  // Shape mismatch: conv2 reads the stem's 16 channels where blocks.2.conv2 takes 64.
+  EXPECT_CONTAINS(edit_graph([&](nlohmann::json& j) { node(j, "blocks.2.conv2")["inputs"] = {"stem_bn.relu"}; }),
+                  "node 'blocks.2.conv2': input has 16 channels, the layer takes 64 (shape mismatch)");
+  EXPECT_CONTAINS(edit_graph([&](nlohmann::json& j) { node(j, "blocks.1.bn2.add")["inputs"][1] = "blocks.0.bn2.add.relu"; }),
+                  "node 'blocks.1.bn2.add': adds 32 to 16 channels (shape mismatch)");
+  // A huge integer field (as the fuzzer's artifact-huge-int seed): an error naming node and field.
+  EXPECT_CONTAINS(error_of([&] {
+                    reparse(m, [&](Ts&, Meta& md) {
+                      std::string gs = md["graph"];
+                      const auto at = gs.find("\"kernel\":");
+                      const auto end = gs.find_first_of(",}", at);
+                      md["graph"] = gs.substr(0, at) + "\"kernel\":922337203685477580716" + gs.substr(end);
+                    });
+                  }),
+                  "field 'kernel' must be an integer, got 9.223372036854776e+20");
+  EXPECT_CONTAINS(edit_graph([&](nlohmann::json& j) { node(j, "blocks.0.conv1")["stride"] = uint64_t(1) << 63; }),
+                  "node 'blocks.0.conv1': field 'stride' = 9223372036854775808 is outside [1, 64]");
+  EXPECT_CONTAINS(edit_graph([&](nlohmann::json& j) { node(j, "blocks.0.conv1")["quant"] = "signed"; }),
+                  "node 'blocks.0.conv1': input quantizer 'signed' differs from layer 'blocks.0.conv1'");
+  EXPECT_CONTAINS(edit_graph([&](nlohmann::json& j) { j["output"] = "blocks.0.bn1"; }), "has 16 values per image");
+  EXPECT_CONTAINS(edit_graph([&](nlohmann::json& j) { j["nodes"].erase(j["nodes"].size() - 1); }), "output 'fc'");
+}
+
+TEST(Runtime, PlanFusesConvBnActAddAndQuantizer) {
+  const Artifact m = random_master("tinymbv2", {8, 4}, 11);
+  RuntimeOptions o;
+  o.threads = 1;
+  const Runtime r(switch_uniform(m, 4), o);
+  const auto plan = r.plan();
+  std::string all;
+  for (const auto& l : plan) all += l + "\n";
+  // The residual add is fused into the projection's epilogue; linear bottleneck outputs feeding
+  // only a signed expansion are stored as its codes.
+  EXPECT_CONTAINS(all, "layer [b3.project -> b3.project_bn -> b2.project_bn.add]");
+  EXPECT_CONTAINS(all, "layer [b1.project -> b1.project_bn] int gemm w4 in:u4 -> codes");
+  EXPECT_CONTAINS(all, "layer [b2.expand -> b2.expand_bn -> b2.expand_bn.relu6] int gemm w4 in:s4 -> codes");
+  EXPECT_CONTAINS(all, "int depthwise");
+  // Buffers are reused: fewer buffers than steps.
+  EXPECT_LT(plan.size(), size_t(30));
+}
+
+TEST(Artifact, FuzzSeedsAreVersion2AndTheHugeIntegerIsAnError) {
+  const std::string dir = std::string(BITSWITCH_SOURCE_DIR) + "/fuzz/corpus/";
+  const Artifact a = read_artifact(dir + "artifact-smallcnn.safetensors");
+  EXPECT_EQ(a.graph.nodes.size(), size_t(15));
+  EXPECT_EQ(a.classes.size(), size_t(10));
+  RuntimeOptions o;
+  o.threads = 1;
+  const Runtime rt(switch_uniform(a, 2), o);
+  EXPECT_EQ(rt.forward(random_images(2, 28, 28, 1).data(), 2, 28, 28).size(), size_t(20));
+  EXPECT_CONTAINS(error_of([&] { read_artifact(dir + "artifact-huge-int.safetensors"); }),
+                  "graph: node 'bn1.relu.maxpool': field 'kernel' must be an integer, got 9.223372036854776e+20");
 }

@@ -12,6 +12,7 @@
 
 #include "bitswitch/cli/commands.h"
 #include "bitswitch/data/datasets.h"
+#include "bitswitch/data/image_folder.h"
 #include "bitswitch/data/loader.h"
 #include "bitswitch/deploy/artifact.h"
 #include "bitswitch/deploy/export.h"
@@ -54,6 +55,15 @@ struct WidthChoice {
     b->excludes(l);
   }
   bool given() const { return !bits.empty() || !layer_bits.empty(); }
+  // The artifact to run: a master switched to the widths asked for (default: its highest);
+  // a switched one as it is (asking for widths is then an error).
+  Artifact runnable(Artifact a, const std::string& path, int threads) const {
+    if (given()) {
+      BS_CHECK(a.master, "'", path, "' is already switched to ", a.label(), "; --bits/--layer-bits need a master artifact");
+      return apply(a, threads);
+    }
+    return a.master ? deploy::switch_uniform(a, a.high_bits, threads) : a;
+  }
   Artifact apply(const Artifact& master, int threads) const {
     if (!layer_bits.empty()) return deploy::switch_widths(master, nn::read_layer_bits(layer_bits, master.bits), threads);
     return deploy::switch_uniform(master, parse_width(bits), threads);
@@ -114,7 +124,7 @@ deploy::QgemmIsa parse_isa(const std::string& s) {
 struct InferCommand {
   std::string input, data_dir, dataset, isa = "auto", verify;
   WidthChoice widths;
-  int threads = 0, batch = 64, tile = 4;
+  int threads = 0, batch = 64, tile = 4, image_size = 0, workers = 2;
   bool unpack_in_gemm = false;
   int64_t test_limit = 0;
   void add(CLI::App& app) {
@@ -125,6 +135,10 @@ struct InferCommand {
     app.add_option("--dataset", dataset, "dataset (default: the one the model was trained on)");
     app.add_option("--data-dir", data_dir, "dataset directory (default: the training run's)");
     app.add_option("--test-limit", test_limit, "use the first N test images (0: all)");
+    app.add_option("--image-size", image_size,
+                   "imagefolder: crop size of the evaluation transform (resize to size*8/7, center crop; default: "
+                   "the training run's, else 224)");
+    app.add_option("--workers", workers, "imagefolder: JPEG decoding threads")->check(CLI::PositiveNumber);
     app.add_option("--isa", isa, "GEMM path: auto, scalar, avx2, avx512vnni");
     app.add_option("--tile", tile, "images per working tile of one thread")->check(CLI::PositiveNumber);
     app.add_flag("--unpack-in-gemm", unpack_in_gemm, "unpack low-bit weights inside the GEMM loop (needs AVX-512 VBMI)");
@@ -139,23 +153,42 @@ struct InferCommand {
     ro.tile = tile;
     ro.unpack_in_gemm = unpack_in_gemm;
     Artifact a = deploy::read_artifact(input);
-    if (widths.given()) {
-      BS_CHECK(a.master, "'", input, "' is already switched to ", a.label(), "; --bits/--layer-bits need a master artifact");
-      a = widths.apply(a, threads);
-    } else if (a.master) {
-      a = deploy::switch_uniform(a, a.high_bits, threads);
-    }
+    a = widths.runnable(std::move(a), input, threads);
     const deploy::Runtime rt(a, ro);
     const std::string ds = dataset.empty() ? a.provenance.value("dataset", std::string("fashion-mnist")) : dataset;
     const std::string dir = data_dir.empty() ? a.provenance.value("data_dir", std::string()) : data_dir;
-    auto data = data::load_dataset(ds, dir);
-    BS_CHECK(data.test.channels() == a.in_channels && data.test.num_classes == a.num_classes, "artifact '", input,
-             "' expects ", a.in_channels, " channels and ", a.num_classes, " classes; dataset ", ds, " has ",
-             data.test.channels(), " and ", data.test.num_classes);
-    data::LoaderOptions lo;
-    lo.batch_size = batch;
-    lo.limit = test_limit;
-    data::Loader loader(data.test, lo);
+    std::unique_ptr<data::BatchSource> source;
+    data::DatasetPair memory;
+    std::unique_ptr<data::Loader> mem_loader;
+    if (ds == "imagefolder") {
+      // The evaluation transform of training (train/data_sources.cpp): resize, center crop.
+      BS_CHECK(!dir.empty(), "infer --dataset imagefolder: give --data-dir (a folder of <class>/*.jpg, or one with val/)");
+      const auto val = std::filesystem::path(dir) / "val";
+      auto folder = data::scan_image_folder(std::filesystem::is_directory(val) ? val.string() : dir);
+      BS_CHECK(int64_t(folder.classes.size()) == a.num_classes, "artifact '", input, "' has ", a.num_classes,
+               " classes; image folder '", folder.root, "' has ", folder.classes.size());
+      BS_CHECK(a.classes.empty() || a.classes == folder.classes, "image folder '", folder.root,
+               "': its class folders are not the artifact's classes (labels would not match)");
+      data::ImageFolderOptions o;
+      o.crop = image_size > 0 ? image_size : int(a.provenance.value("image_size", 224));
+      o.resize = (o.crop * 8 + 6) / 7;
+      o.batch_size = batch;
+      o.threads = workers;
+      o.prefetch = 2 * workers;
+      o.limit = test_limit;
+      BS_CHECK(a.in_channels == 3, "artifact '", input, "' expects ", a.in_channels, " channels; image folders are RGB");
+      source = std::make_unique<data::ImageFolderLoader>(std::move(folder), o);
+    } else {
+      memory = data::load_dataset(ds, dir);
+      BS_CHECK(memory.test.channels() == a.in_channels && memory.test.num_classes == a.num_classes, "artifact '", input,
+               "' expects ", a.in_channels, " channels and ", a.num_classes, " classes; dataset ", ds, " has ",
+               memory.test.channels(), " and ", memory.test.num_classes);
+      data::LoaderOptions lo;
+      lo.batch_size = batch;
+      lo.limit = test_limit;
+      source = std::make_unique<data::Loader>(memory.test, lo);
+    }
+    data::BatchSource& loader = *source;
     loader.start_epoch(0);
     data::Batch b;
     int64_t correct = 0, count = 0, mismatches = 0;
@@ -191,6 +224,7 @@ struct InferCommand {
       }
     }
     json out{{"artifact", input},
+                      {"dataset", ds},
                       {"width", a.label()},
                       {"images", count},
                       {"accuracy", count ? 100.0 * double(correct) / double(count) : 0.0},
@@ -205,12 +239,78 @@ struct InferCommand {
   }
 };
 
+struct PredictCommand {
+  std::string input, isa = "auto";
+  std::vector<std::string> images;
+  WidthChoice widths;
+  int top = 5, threads = 0, image_size = 0;
+  void add(CLI::App& app) {
+    app.add_option("artifact", input, "artifact (master or switched) of an RGB image model")->required();
+    app.add_option("images", images, "JPEG images")->required();
+    widths.add(app, "to run a master artifact at (default: its highest width)");
+    app.add_option("--top", top, "classes to print per image")->check(CLI::PositiveNumber);
+    app.add_option("--threads", threads, "threads (0: all cores)");
+    app.add_option("--image-size", image_size, "crop size of the evaluation transform (default: the training run's, else 224)");
+    app.add_option("--isa", isa, "GEMM path: auto, scalar, avx2, avx512vnni");
+  }
+  int run() {
+    Artifact a = deploy::read_artifact(input);
+    BS_CHECK(a.in_channels == 3, "predict: artifact '", input, "' expects ", a.in_channels, " channels; JPEGs are RGB");
+    a = widths.runnable(std::move(a), input, threads);
+    deploy::RuntimeOptions ro;
+    ro.threads = threads;
+    ro.isa = parse_isa(isa);
+    const deploy::Runtime rt(a, ro);
+    // The images through the evaluation transform of training (one definition: the image-folder
+    // loader), in the order given.
+    data::ImageFolder folder;
+    folder.root = "command line";
+    folder.classes = {"?"};
+    for (const auto& p : images) {
+      BS_CHECK(std::filesystem::is_regular_file(p), "predict: '", p, "' is not a file");
+      folder.paths.push_back(p);
+      folder.labels.push_back(0);
+    }
+    data::ImageFolderOptions o;
+    o.crop = image_size > 0 ? image_size : int(a.provenance.value("image_size", 224));
+    o.resize = (o.crop * 8 + 6) / 7;
+    o.batch_size = int64_t(images.size());
+    o.skip_corrupt = false;
+    data::ImageFolderLoader loader(std::move(folder), o);
+    loader.start_epoch(0);
+    data::Batch b;
+    BS_CHECK(loader.next(b), "predict: no image decoded");
+    const int n = int(b.images.size(0));
+    const auto logits = rt.forward(b.images.data_ptr<float>(), n, int(b.images.size(2)), int(b.images.size(3)));
+    const int k = std::min<int>(top, int(a.num_classes));
+    for (int i = 0; i < n; ++i) {
+      const float* row = logits.data() + size_t(i) * a.num_classes;
+      // Softmax probabilities (max-subtracted) for display.
+      const float mx = *std::max_element(row, row + a.num_classes);
+      double z = 0;
+      for (int64_t c = 0; c < a.num_classes; ++c) z += std::exp(double(row[c] - mx));
+      std::vector<int> idx(size_t(a.num_classes));
+      for (size_t c = 0; c < idx.size(); ++c) idx[c] = int(c);
+      std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int x, int y) { return row[x] > row[y]; });
+      fmt::print("{}\n", images[size_t(i)]);
+      for (int j = 0; j < k; ++j) {
+        const int c = idx[size_t(j)];
+        const std::string name = a.classes.empty() ? "class " + std::to_string(c) : a.classes[size_t(c)];
+        fmt::print("  {:>2}. {:<32} {:6.2f}%  (logit {:.4f})\n", j + 1, name, 100.0 * std::exp(double(row[c] - mx)) / z,
+                   row[c]);
+      }
+    }
+    return 0;
+  }
+};
+
 struct InspectCommand {
   std::string input;
-  bool as_json = false;
+  bool as_json = false, graph = false;
   void add(CLI::App& app) {
     app.add_option("artifact", input, "artifact to describe")->required();
     app.add_flag("--json", as_json, "print JSON instead of a table");
+    app.add_flag("--graph", graph, "also print the op graph and the runtime's fused execution plan");
   }
   int run() {
     const Artifact a = deploy::read_artifact(input);
@@ -236,7 +336,16 @@ struct InspectCommand {
     const auto size = deploy::artifact_size(a);
     json out = {{"artifact", input},     {"arch", a.arch},           {"bits", nn::format_bit_list(a.bits)},
                 {"kind", a.label()},     {"file_bytes", file_size(input)}, {"weight_bytes", total},
-                {"tensor_bytes", size.total_tensor_bytes}, {"layers", layers}, {"provenance", a.provenance}};
+                {"tensor_bytes", size.total_tensor_bytes}, {"layers", layers}, {"provenance", a.provenance},
+                {"classes", a.classes.size()}, {"graph_nodes", a.graph.nodes.size()}};
+    std::vector<std::string> plan;
+    if (graph) {
+      out["graph"] = format::graph_to_json(a.graph);
+      deploy::RuntimeOptions ro;
+      ro.threads = 1;
+      plan = deploy::Runtime(a.master ? deploy::switch_uniform(a, a.high_bits, 1) : a, ro).plan();
+      out["plan"] = plan;
+    }
     if (as_json) {
       std::cout << out.dump(2) << std::endl;
       return 0;
@@ -252,6 +361,26 @@ struct InspectCommand {
       fmt::print("{:<24} {:<7} {:<12} {:<18} {:>10}  {}\n", l["name"].get<std::string>(), l["kind"].get<std::string>(),
                  l["width"].get<std::string>(), shape, l["weight_bytes"].get<size_t>(), act.empty() ? "-" : act);
     }
+    if (graph) {
+      fmt::print("\ngraph: {} nodes, output '{}'\n", a.graph.nodes.size(), a.graph.output);
+      for (const auto& n : a.graph.nodes) {
+        std::string ins;
+        for (const auto& i : n.inputs) ins += (ins.empty() ? "" : ", ") + i;
+        std::string attrs;
+        if (n.op == format::OpKind::kConv)
+          attrs = fmt::format("{}->{} k{} s{} p{}{} in:{}", n.in, n.out, n.kernel, n.stride, n.padding,
+                              n.groups > 1 ? fmt::format(" g{}", n.groups) : "", format::input_quant_name(n.quant));
+        else if (n.op == format::OpKind::kLinear)
+          attrs = fmt::format("{}->{} in:{}", n.in, n.out, format::input_quant_name(n.quant));
+        else if (n.op == format::OpKind::kMaxPool)
+          attrs = fmt::format("k{} s{} p{}", n.kernel, n.stride, n.padding);
+        else if (n.op == format::OpKind::kInput || n.op == format::OpKind::kBatchNorm)
+          attrs = fmt::format("{} channels", n.out);
+        fmt::print("  {:<36} {:<15} {:<24} ({})\n", n.name, format::op_name(n.op), attrs, ins);
+      }
+      fmt::print("\nexecution plan ({} steps):\n", plan.size());
+      for (const auto& p : plan) fmt::print("  {}\n", p);
+    }
     return 0;
   }
 };
@@ -261,8 +390,9 @@ struct InspectCommand {
 void add_deploy_commands(CLI::App& app, CommandTable& table) {
   table.add_command<ExportCommand>(app, "export", "write the INT8 master artifact (safetensors) of a checkpoint");
   table.add_command<SwitchCommand>(app, "switch", "derive a lower-width (or per-layer) artifact with integer operations");
-  table.add_command<InferCommand>(app, "infer", "test accuracy and throughput of the integer runtime (JSON; resnet20 and smallcnn artifacts)");
-  table.add_command<InspectCommand>(app, "inspect", "list an artifact's layers, widths, shapes and bytes");
+  table.add_command<InferCommand>(app, "infer", "test accuracy and throughput of the integer runtime (JSON)");
+  table.add_command<PredictCommand>(app, "predict", "top classes of JPEG images with the integer runtime");
+  table.add_command<InspectCommand>(app, "inspect", "list an artifact's layers, widths, shapes and bytes (--graph: its op graph)");
 }
 
 }  // namespace bitswitch::cli

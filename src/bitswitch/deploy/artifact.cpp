@@ -87,7 +87,7 @@ void parallel_chunks(size_t n, int threads, F&& fn) {
 
 std::vector<int64_t> LayerRecord::weight_shape() const {
   if (kind == LayerKind::kLinear) return {out, in};
-  return {out, in, kernel, kernel};
+  return {out, in / groups, kernel, kernel};
 }
 
 const LayerRecord& Artifact::layer(const std::string& name) const {
@@ -128,6 +128,89 @@ std::string active_bn_key(const Artifact& a, const BnRecord& bn) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The graph against the records.
+
+void check_graph(const Artifact& a, const std::string& where) {
+  using format::OpKind;
+  const auto order = format::validate_graph(a.graph, where);
+  std::map<std::string, const LayerRecord*> layers;
+  std::map<std::string, const BnRecord*> bns;
+  for (const auto& l : a.layers) layers[l.name] = &l;
+  for (const auto& b : a.bns) bns[b.name] = &b;
+  std::set<std::string> used;
+  // Per node: channels, and whether the spatial size is known to be 1 x 1 / flattened.
+  std::vector<int64_t> ch(a.graph.nodes.size(), 0);
+  std::vector<int> rank(a.graph.nodes.size(), 4);  // 4: N x C x H x W, 2: N x C
+  for (int i : order) {
+    const auto& n = a.graph.nodes[size_t(i)];
+    const std::string w = where + ": node '" + n.name + "'";
+    int64_t c = 0;
+    int r = 4;
+    if (!n.inputs.empty()) {
+      const int j = a.graph.index(n.inputs[0]);
+      c = ch[size_t(j)], r = rank[size_t(j)];
+    }
+    switch (n.op) {
+      case OpKind::kInput:
+        BS_CHECK(n.out == a.in_channels, w, ": ", n.out, " input channels, the model has ", a.in_channels);
+        c = n.out;
+        break;
+      case OpKind::kConv:
+      case OpKind::kLinear: {
+        auto it = layers.find(n.layer);
+        BS_CHECK(it != layers.end(), w, ": layer '", n.layer, "' is not in the artifact");
+        BS_CHECK(used.insert(n.layer).second, w, ": layer '", n.layer, "' is used by two nodes");
+        const LayerRecord& l = *it->second;
+        const bool conv = n.op == OpKind::kConv;
+        BS_CHECK(conv == (l.kind == LayerKind::kConv), w, ": layer '", n.layer, "' is a ", kind_name(l.kind));
+        BS_CHECK(n.in == l.in && n.out == l.out && n.kernel == l.kernel && n.stride == l.stride &&
+                     n.padding == l.padding && n.groups == l.groups,
+                 w, ": geometry differs from layer '", n.layer, "'");
+        const auto q = !l.quantize_input ? format::InputQuant::kNone
+                                         : (l.signed_input ? format::InputQuant::kSigned : format::InputQuant::kUnsigned);
+        BS_CHECK(n.quant == q, w, ": input quantizer '", format::input_quant_name(n.quant), "' differs from layer '",
+                 n.layer, "' ('", format::input_quant_name(q), "')");
+        BS_CHECK(r == (conv ? 4 : 2), w, ": a ", conv ? "conv" : "linear", " node needs a ", conv ? "4-d" : "flattened",
+                 " input");
+        BS_CHECK(c == n.in, w, ": input has ", c, " channels, the layer takes ", n.in, " (shape mismatch)");
+        c = n.out;
+        break;
+      }
+      case OpKind::kBatchNorm: {
+        auto it = bns.find(n.layer);
+        BS_CHECK(it != bns.end(), w, ": BatchNorm '", n.layer, "' is not in the artifact");
+        BS_CHECK(used.insert(n.layer).second, w, ": BatchNorm '", n.layer, "' is used by two nodes");
+        BS_CHECK(r == 4 && c == it->second->channels && n.out == c, w, ": input has ", c, " channels, the BatchNorm ",
+                 it->second->channels, " (shape mismatch)");
+        break;
+      }
+      case OpKind::kAdd: {
+        const int j = a.graph.index(n.inputs[1]);
+        BS_CHECK(ch[size_t(j)] == c && rank[size_t(j)] == r, w, ": adds ", c, " to ", ch[size_t(j)],
+                 " channels (shape mismatch)");
+        break;
+      }
+      case OpKind::kMaxPool:
+      case OpKind::kGlobalAvgPool:
+        BS_CHECK(r == 4, w, ": pooling needs a 4-d input");
+        break;
+      case OpKind::kFlatten:
+        BS_CHECK(r == 4 && a.graph.nodes[size_t(a.graph.index(n.inputs[0]))].op == OpKind::kGlobalAvgPool, w,
+                 ": flatten must follow a global average pooling (1 x 1 spatial)");
+        r = 2;
+        break;
+      default: break;
+    }
+    ch[size_t(i)] = c, rank[size_t(i)] = r;
+  }
+  const int out = a.graph.index(a.graph.output);
+  BS_CHECK(rank[size_t(out)] == 2 && ch[size_t(out)] == a.num_classes, where, ": output '", a.graph.output, "' has ",
+           ch[size_t(out)], " values per image, the model has ", a.num_classes, " classes");
+  for (const auto& l : a.layers) BS_CHECK(used.count(l.name), where, ": layer '", l.name, "' is in no node");
+  for (const auto& b : a.bns) BS_CHECK(used.count(b.name), where, ": BatchNorm '", b.name, "' is in no node");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Writing.
 
 std::vector<TensorToWrite> artifact_tensors(const Artifact& a, std::map<std::string, std::string>* metadata) {
@@ -138,7 +221,8 @@ std::vector<TensorToWrite> artifact_tensors(const Artifact& a, std::map<std::str
     json jl = {{"name", l.name},   {"kind", kind_name(l.kind)}, {"out", l.out},
                {"in", l.in},       {"kernel", l.kernel},        {"stride", l.stride},
                {"padding", l.padding}, {"quantized", l.quantized}, {"switchable", l.switchable},
-               {"quantize_input", l.quantize_input}, {"bias", !l.bias.empty()}};
+               {"quantize_input", l.quantize_input}, {"bias", !l.bias.empty()},
+               {"groups", l.groups}, {"signed_input", l.signed_input}};
     if (l.quantized) {
       jl["bits"] = l.bits;
       BS_CHECK(l.codes.size() == size_t(l.out * K), "layer '", l.name, "': ", l.codes.size(), " codes for ",
@@ -189,6 +273,8 @@ std::vector<TensorToWrite> artifact_tensors(const Artifact& a, std::map<std::str
                  {"kind", a.master ? "master" : "switched"},
                  {"layers", layers.dump()},
                  {"bns", bns.dump()},
+                 {"graph", format::graph_to_json(a.graph).dump()},
+                 {"classes", json(a.classes).dump()},
                  {"provenance", a.provenance.dump()}};
     if (!a.master) (*metadata)["layer_bits"] = json(a.layer_bits()).dump();
   }
@@ -209,6 +295,8 @@ Artifact artifact_from_safetensors(const SafeTensors& st) {
   BS_CHECK(st.metadata().count("format") && st.metadata("format") == kArtifactFormat, src,
            ": not a bitswitch artifact (metadata 'format' must be '", kArtifactFormat, "')");
   const int version = parse_int(st.metadata("version"), src + ": metadata 'version'");
+  BS_CHECK(version != 1, src, ": artifact version 1 has no op graph; re-export it from its checkpoint with this ",
+           "build (`bitswitch export --checkpoint CK -o ", src, "`)");
   BS_CHECK(version == kArtifactVersion, src, ": artifact version ", version, " is not supported (this build reads ",
            kArtifactVersion, ")");
   Artifact a;
@@ -254,6 +342,10 @@ Artifact artifact_from_safetensors(const SafeTensors& st) {
     l.kernel = format::json_int(jl, "kernel", 1, 15, lw);
     l.stride = format::json_int(jl, "stride", 1, 16, lw);
     l.padding = format::json_int(jl, "padding", 0, 22, lw);
+    l.groups = format::json_int(jl, "groups", 1, kMaxDim, lw);
+    BS_CHECK(l.in % l.groups == 0 && l.out % l.groups == 0, lw, ": groups ", l.groups, " does not divide ", l.in,
+             " -> ", l.out);
+    BS_CHECK(l.kind == LayerKind::kConv || l.groups == 1, lw, ": a linear layer has no groups");
     BS_CHECK(l.out > 0 && l.out <= kMaxDim && l.in > 0 && l.in <= kMaxDim, lw, ": bad shape ", l.out, " x ", l.in);
     BS_CHECK(l.kernel >= 1 && l.kernel <= 15 && l.stride >= 1 && l.stride <= 16 && l.padding >= 0 &&
                  l.padding < l.kernel + 8,
@@ -264,6 +356,8 @@ Artifact artifact_from_safetensors(const SafeTensors& st) {
     l.quantized = format::json_bool(jl, "quantized", lw);
     l.switchable = format::json_bool(jl, "switchable", lw);
     l.quantize_input = format::json_bool(jl, "quantize_input", lw);
+    l.signed_input = format::json_bool(jl, "signed_input", lw);
+    BS_CHECK(l.quantize_input || !l.signed_input, lw, ": signed_input without quantize_input");
     BS_CHECK(l.quantized || (!l.switchable && !l.quantize_input), lw, ": a full-precision layer is neither switchable nor input-quantized");
     const bool has_bias = format::json_bool(jl, "bias", lw);
     const int64_t K = l.row_elems();
@@ -353,6 +447,18 @@ Artifact artifact_from_safetensors(const SafeTensors& st) {
   }
   for (const auto& name : st.names())
     BS_CHECK(used.count(name), src, ": unexpected tensor '", name, "'");
+  BS_CHECK(st.metadata().count("graph"), src, ": metadata 'graph' is missing");
+  a.graph = format::graph_from_json(parse_meta_json(st, "graph"), src + ": graph");
+  check_graph(a, src + ": graph");
+  if (st.metadata().count("classes")) {
+    const json classes = parse_meta_json(st, "classes");
+    BS_CHECK(classes.is_array() && (classes.empty() || int64_t(classes.size()) == a.num_classes), src,
+             ": metadata 'classes' must be an array of ", a.num_classes, " class names");
+    for (const auto& c : classes) {
+      BS_CHECK(c.is_string(), src, ": class name ", c.dump(), " is not a string");
+      a.classes.push_back(c.get<std::string>());
+    }
+  }
   return a;
 }
 
@@ -381,6 +487,8 @@ Artifact switch_widths(const Artifact& master, const std::map<std::string, int>&
   out.rounding = master.rounding;
   out.master = false;
   out.provenance = master.provenance;
+  out.graph = master.graph;
+  out.classes = master.classes;
   out.layers.reserve(master.layers.size());
   for (const auto& l : master.layers) {
     if (!l.switchable) {
@@ -394,7 +502,8 @@ Artifact switch_widths(const Artifact& master, const std::map<std::string, int>&
     s.name = l.name;
     s.kind = l.kind;
     s.out = l.out, s.in = l.in, s.kernel = l.kernel, s.stride = l.stride, s.padding = l.padding;
-    s.quantized = true, s.switchable = true, s.quantize_input = l.quantize_input;
+    s.groups = l.groups;
+    s.quantized = true, s.switchable = true, s.quantize_input = l.quantize_input, s.signed_input = l.signed_input;
     s.bits = b;
     s.codes.resize(l.codes.size());
     const int8_t* src = l.codes.data();

@@ -21,7 +21,8 @@
 //   L.bias          F32 [O]                           when the layer has a bias
 //   B.<k>.weight / .bias / .running_mean / .running_var   F32 [C]
 // `__metadata__` holds format, version, arch, spec (JSON), bits, high_bits, rounding, kind
-// ("master" or "switched"), layers (JSON: geometry and widths) and bns (JSON: keys, wiring).
+// ("master" or "switched"), layers (JSON: geometry and widths), bns (JSON: keys, wiring), graph
+// (JSON, format/graph.h) and classes (JSON array of class names, optional).
 // This file has no LibTorch dependency.
 #pragma once
 #include <cstdint>
@@ -30,13 +31,16 @@
 #include <string>
 #include <vector>
 
+#include "bitswitch/format/graph.h"
 #include "bitswitch/format/safetensors.h"
 #include "bitswitch/quant/double_rounding.h"
 
 namespace bitswitch::deploy {
 
 constexpr const char* kArtifactFormat = "bitswitch-artifact";
-constexpr int kArtifactVersion = 1;
+// Version 2: the op graph (metadata 'graph', format/graph.h), grouped convolutions and signed
+// input quantizers. Version-1 files (no graph) are refused with a message to re-export.
+constexpr int kArtifactVersion = 2;
 
 enum class LayerKind { kConv, kLinear };
 
@@ -44,9 +48,11 @@ struct LayerRecord {
   std::string name;
   LayerKind kind = LayerKind::kConv;
   int64_t out = 0, in = 0, kernel = 1, stride = 1, padding = 0;  // linear: kernel 1
+  int64_t groups = 1;           // conv: grouped (groups == in == out: depthwise)
   bool quantized = false;       // false: a full-precision layer (F32 weights)
   bool switchable = false;      // quantized and following the bit configuration
-  bool quantize_input = false;  // its input is quantized (unsigned, per-width scale)
+  bool quantize_input = false;  // its input is quantized (per-width scale)
+  bool signed_input = false;    // ... with the signed symmetric quantizer (else unsigned)
   int bits = 0;                 // width of `codes`
   std::vector<int8_t> codes;    // quantized: [out, in*kernel*kernel] in PyTorch order
   std::vector<float> scale;     // quantized: [out], dequantized weight = code * scale
@@ -54,7 +60,7 @@ struct LayerRecord {
   std::vector<float> weight;    // full precision: [out, in*kernel*kernel]
   std::vector<float> bias;      // empty or [out]
 
-  int64_t row_elems() const { return in * kernel * kernel; }
+  int64_t row_elems() const { return in / groups * kernel * kernel; }
   std::vector<int64_t> weight_shape() const;
 };
 
@@ -82,6 +88,8 @@ struct Artifact {
   nlohmann::json provenance = nlohmann::json::object();  // dataset, checkpoint, ...
   std::vector<LayerRecord> layers;  // in module order
   std::vector<BnRecord> bns;
+  format::Graph graph;              // the inference computation (nodes name layers and bns)
+  std::vector<std::string> classes;  // class names, by label index (empty: unknown)
 
   const LayerRecord& layer(const std::string& name) const;
   const BnRecord& bn(const std::string& name) const;
@@ -93,6 +101,11 @@ struct Artifact {
 
 // The BN key a BatchNorm uses in `a` (the widths of its source and input layers).
 std::string active_bn_key(const Artifact& a, const BnRecord& bn);
+
+// The graph against the layers and BNs it names: every conv/linear/batchnorm node names a record
+// of the matching kind and geometry, every record is used once, channels agree along every edge
+// (shape mismatch), the output has num_classes channels. Errors name `where` and the node.
+void check_graph(const Artifact& a, const std::string& where);
 
 // safetensors <-> Artifact. Reading validates everything: metadata, names, dtypes, shapes,
 // code ranges, finite positive scales; errors name the file and the tensor or field.

@@ -3,8 +3,11 @@
 
 #include <torch/torch.h>
 
+#include <filesystem>
 #include <map>
 
+#include "bitswitch/data/image_folder.h"
+#include "bitswitch/deploy/runtime.h"
 #include "bitswitch/nn/layers.h"
 #include "bitswitch/train/checkpoint.h"
 #include "bitswitch/util/error.h"
@@ -54,7 +57,7 @@ Artifact export_model(models::ModelImpl& model, const models::ModelSpec& spec, j
       const auto& o = conv->options();
       l.kind = LayerKind::kConv;
       l.out = o.out_channels(), l.in = o.in_channels(), l.kernel = o.kernel_size();
-      l.stride = o.stride(), l.padding = o.padding();
+      l.stride = o.stride(), l.padding = o.padding(), l.groups = o.groups();
       bias = conv->bias;
     } else if (auto lin = std::dynamic_pointer_cast<nn::QLinearImpl>(item.value())) {
       const auto& o = lin->options();
@@ -70,6 +73,7 @@ Artifact export_model(models::ModelImpl& model, const models::ModelSpec& spec, j
     if (l.quantized) {
       l.switchable = q->follows_config();
       l.quantize_input = qo.quantize_input();
+      l.signed_input = qo.quantize_input() && qo.signed_input();
       const int h = q->high_bits();
       l.bits = h;
       BS_CHECK(q->weight_scale_initialized(), "export: layer '", name,
@@ -126,6 +130,14 @@ Artifact export_model(models::ModelImpl& model, const models::ModelSpec& spec, j
     BS_CHECK(!r.by_key.empty(), "export: BatchNorm '", r.name, "' has no BN to export");
     a.bns.push_back(std::move(r));
   }
+  // The computation, as the model describes it; refused here when the runtime cannot run it.
+  a.graph = model.graph();
+  check_graph(a, "export: graph of '" + spec.name + "'");
+  try {
+    check_deployable(a);
+  } catch (const Error& e) {
+    fail("export: model '", spec.name, "' cannot be deployed: ", e.what());
+  }
   return a;
 }
 
@@ -140,7 +152,19 @@ Artifact export_checkpoint(const std::string& checkpoint_path) {
   if (cfg.contains("dataset")) prov["dataset"] = cfg["dataset"];
   if (cfg.contains("data_dir")) prov["data_dir"] = cfg["data_dir"];
   if (ck.meta().contains("accuracy")) prov["accuracy"] = ck.meta()["accuracy"];
-  return export_model(*model, spec, prov);
+  if (cfg.contains("image_size")) prov["image_size"] = cfg["image_size"];
+  Artifact a = export_model(*model, spec, prov);
+  // Class names of an image-folder run: its training folder's class directories (the labels).
+  if (cfg.value("dataset", "") == "imagefolder" && cfg.contains("data_dir") && cfg["data_dir"].is_string()) {
+    const auto train_dir = std::filesystem::path(cfg["data_dir"].get<std::string>()) / "train";
+    if (std::filesystem::is_directory(train_dir)) {
+      auto classes = data::scan_image_folder(train_dir.string()).classes;
+      BS_CHECK(int64_t(classes.size()) == a.num_classes, "export: ", train_dir.string(), " has ", classes.size(),
+               " classes, the model ", a.num_classes);
+      a.classes = std::move(classes);
+    }
+  }
+  return a;
 }
 
 }  // namespace bitswitch::deploy

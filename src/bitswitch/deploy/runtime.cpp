@@ -1,56 +1,46 @@
-// Integer runtime (SPEC.md Sec. 7; paper Sec. 3.1); see runtime.h for the arithmetic.
+// Integer runtime (SPEC.md Sec. 7; paper Sec. 3.1): an interpreter of the artifact's op graph;
+// see runtime.h for the arithmetic.
 // Layout: activations NHWC, so a conv is im2col (rows of kh*kw*C input codes, channel fastest)
 // followed by one GEMM against weight rows reordered to the same (ky, kx, c) order at load.
 #include "bitswitch/deploy/runtime.h"
 
 #include <omp.h>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-// GCC 12 warns falsely about the undefined vectors inside its own AVX-512 intrinsic headers.
-#if !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-#endif
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <map>
+#include <set>
+#include <sstream>
 #include <thread>
 
+#include "bitswitch/deploy/dwconv.h"
 #include "bitswitch/deploy/packing.h"
 #include "bitswitch/deploy/qgemm_panels.h"
-#include "bitswitch/util/cpu_features.h"
 #include "bitswitch/util/error.h"
 
 namespace bitswitch::deploy {
+
+using format::GraphNode;
+using format::InputQuant;
+using format::OpKind;
+
 namespace {
 
-// A conv or linear layer prepared for inference, with its BN folded into the epilogue.
-struct Op {
-  std::string name;
-  int out = 0, in = 0, kernel = 1, stride = 1, padding = 0;
-  bool integer = false;       // quantized input and weights: integer GEMM
-  int bits = 8;               // weight code width (integer ops)
-  float act_inv = 1, act_qmax = 255;
-  std::vector<uint8_t> wq;    // integer: N rows of K codes, int8 or packed `bits`-bit
-  std::vector<int8_t> panels; // panel-kernel ops: int8 panels (8 bits) or packed panels (fewer bits)
-  int index = 0;              // position in Runtime::Impl::ops
-  std::vector<float> wf;      // float: N x K
-  std::vector<float> bias_fp; // float layers: bias, added in double
-  std::vector<double> wt;     // float layers: the weights transposed, K x N, in double
-  // Epilogue, the arithmetic of nn::set_integer_eval: y = (acc * as[c] + bias[c]) * alpha[c] + beta[c]
-  // (float, each operation rounded; as = a * s_c, bias 0 when absent, alpha 1 / beta 0 without BN).
-  std::vector<float> as, bias, alpha, beta;
-
-  int K() const { return in * kernel * kernel; }
-  int out_dim(int d) const { return (d + 2 * padding - kernel) / stride + 1; }
+// An activation quantizer: code = round_half_even(clamp(x * inv, lo, hi)), stored as u8 code +
+// offset (offset 128 for signed codes, so the u8 x s8 GEMMs apply).
+struct Quant {
+  float inv = 1, lo = 0, hi = 255;
+  int offset = 0;
+  bool same(const Quant& o) const { return inv == o.inv && lo == o.lo && hi == o.hi && offset == o.offset; }
 };
 
-// The activation quantizer of training (quant::act_code), as a uint8 code.
-inline uint8_t quantize_one(float x, float inv, float qmax) { return uint8_t(int(quant::act_code(x, inv, qmax))); }
+// The activation quantizers of training (quant::act_code / quant::signed_act_code), as u8.
+inline uint8_t code_of(float x, const Quant& q) {
+  const float c = q.offset ? quant::signed_act_code(x, q.inv, q.lo, q.hi) : quant::act_code(x, q.inv, q.hi);
+  return uint8_t(int(c) + q.offset);
+}
 
 // Hot loops, compiled for AVX-512 / AVX2 / baseline and picked at load time.
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -60,38 +50,34 @@ inline uint8_t quantize_one(float x, float inv, float qmax) { return uint8_t(int
 #endif
 
 BS_CLONES
-void quantize(const float* __restrict x, size_t n, float inv, float qmax, uint8_t* __restrict q) {
+void quantize_unsigned(const float* __restrict x, size_t n, float inv, float qmax, uint8_t* __restrict q) {
 #pragma omp simd
-  for (size_t i = 0; i < n; ++i) q[i] = quantize_one(x[i], inv, qmax);
+  for (size_t i = 0; i < n; ++i) q[i] = uint8_t(int(quant::act_code(x[i], inv, qmax)));
+}
+BS_CLONES
+void quantize_signed(const float* __restrict x, size_t n, float inv, float lo, float hi, uint8_t* __restrict q) {
+#pragma omp simd
+  for (size_t i = 0; i < n; ++i) q[i] = uint8_t(int(quant::signed_act_code(x[i], inv, lo, hi)) + 128);
+}
+void quantize(const float* x, size_t n, const Quant& q, uint8_t* out) {
+  if (q.offset) quantize_signed(x, n, q.inv, q.lo, q.hi, out);
+  else quantize_unsigned(x, n, q.inv, q.hi, out);
 }
 
-// Copies `c` elements; constant sizes for the common channel counts so the copy is inlined.
+// im2col over NHWC: one row of kernel*kernel*C values per output pixel; pixels outside the image
+// are `pad` (the code of 0, or 0.0f).
 template <typename T>
-inline void copy_channels(T* dst, const T* src, int c) {
-  switch (c * int(sizeof(T))) {
-    case 16: std::memcpy(dst, src, 16); return;
-    case 32: std::memcpy(dst, src, 32); return;
-    case 64: std::memcpy(dst, src, 64); return;
-    case 128: std::memcpy(dst, src, 128); return;
-    case 256: std::memcpy(dst, src, 256); return;
-    default: std::memcpy(dst, src, sizeof(T) * size_t(c));
-  }
-}
-
-// im2col over NHWC: one row of kernel*kernel*C values per output pixel, zero padding (the zero
-// code is the value 0 for unsigned activations).
-template <typename T>
-void im2col(const T* x, int n, int h, int w, int c, const Op& op, T* col) {
-  const int ho = op.out_dim(h), wo = op.out_dim(w), k = op.kernel;
+void im2col(const T* x, int n, int h, int w, int c, int k, int stride, int padding, T pad, T* col) {
+  const int ho = (h + 2 * padding - k) / stride + 1, wo = (w + 2 * padding - k) / stride + 1;
   const size_t row = size_t(k) * k * c;
   for (int b = 0; b < n; ++b)
     for (int oy = 0; oy < ho; ++oy)
       for (int ox = 0; ox < wo; ++ox) {
         T* dst = col + ((size_t(b) * ho + oy) * wo + ox) * row;
-        const int ix0 = ox * op.stride - op.padding;
+        const int ix0 = ox * stride - padding;
         const bool x_inside = ix0 >= 0 && ix0 + k <= w;
         for (int ky = 0; ky < k; ++ky) {
-          const int iy = oy * op.stride - op.padding + ky;
+          const int iy = oy * stride - padding + ky;
           if (x_inside && iy >= 0 && iy < h) {
             // The k input pixels of this kernel row are contiguous in NHWC: one copy.
             std::memcpy(dst, x + ((size_t(b) * h + iy) * w + ix0) * c, sizeof(T) * size_t(k) * c);
@@ -100,126 +86,65 @@ void im2col(const T* x, int n, int h, int w, int c, const Op& op, T* col) {
           }
           for (int kx = 0; kx < k; ++kx, dst += c) {
             const int ix = ix0 + kx;
-            if (iy < 0 || iy >= h || ix < 0 || ix >= w) std::memset(dst, 0, sizeof(T) * c);
-            else copy_channels(dst, x + ((size_t(b) * h + iy) * w + ix) * c, c);
+            if (iy < 0 || iy >= h || ix < 0 || ix >= w) std::fill(dst, dst + c, pad);
+            else std::memcpy(dst, x + ((size_t(b) * h + iy) * w + ix) * c, sizeof(T) * size_t(c));
           }
         }
       }
 }
 
-// Per-channel epilogue parameters (see Op).
+// The fused epilogue of a layer step: per channel j of M rows of N,
+//   v = base(j)                       (integer: (float(acc + corr) * as + bias) * alpha + beta;
+//                                      float layer: y * alpha + beta)
+//   v = clamp(v, lo1, hi1)            (ReLU: [0, inf), ReLU6: [0, 6], none: (-inf, inf))
+//   v = v + other; v = clamp(v, lo2, hi2)   (a fused residual add, then its activation)
+//   out = v, or the next layer's code of v.
 struct Epi {
   const float* __restrict as;
   const float* __restrict bias;
   const float* __restrict alpha;
   const float* __restrict beta;
+  const int32_t* __restrict corr;
+  float lo1, hi1, lo2, hi2;
 };
 
-inline float epi_value(int32_t acc, const Epi& e, int j) {
-  return (float(acc) * e.as[j] + e.bias[j]) * e.alpha[j] + e.beta[j];
-}
-
-// y = max(epi(acc), lo) over M rows of N channels.
-BS_CLONES
-void epilogue_float(const int32_t* __restrict acc, int M, int N, Epi e, float lo, float* __restrict y) {
+template <bool kAdd, bool kCodes>
+BS_CLONES void epilogue_int(const int32_t* __restrict acc, int M, int N, Epi e, const float* __restrict other,
+                            Quant q, float* __restrict yf, uint8_t* __restrict yq) {
   for (int m = 0; m < M; ++m) {
-    const int32_t* a = acc + size_t(m) * N;
-    float* d = y + size_t(m) * N;
+    const size_t r = size_t(m) * N;
 #pragma omp simd
-    for (int j = 0; j < N; ++j) d[j] = std::max(epi_value(a[j], e, j), lo);
-  }
-}
-
-// BN, ReLU and the next layer's quantizer.
-BS_CLONES
-void epilogue_requant_portable(const int32_t* __restrict acc, int M, int N, Epi e, float inv, float qmax,
-                               uint8_t* __restrict q) {
-  for (int m = 0; m < M; ++m) {
-    const int32_t* a = acc + size_t(m) * N;
-    uint8_t* d = q + size_t(m) * N;
-#pragma omp simd
-    for (int j = 0; j < N; ++j) d[j] = quantize_one(std::max(epi_value(a[j], e, j), 0.0f), inv, qmax);
-  }
-}
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#define BS_RUNTIME_AVX512 1
-#define BS_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
-// 16 channels of epi(acc): the same operations, in the same order, as epi_value (no FMA); the
-// requantization below is quant::act_code in vector form.
-BS_TARGET_AVX512 inline __m512 epi16(const int32_t* a, const Epi& e, int j) {
-  __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(a + j)), _mm512_loadu_ps(e.as + j));
-  v = _mm512_add_ps(v, _mm512_loadu_ps(e.bias + j));
-  v = _mm512_mul_ps(v, _mm512_loadu_ps(e.alpha + j));
-  return _mm512_add_ps(v, _mm512_loadu_ps(e.beta + j));
-}
-
-// N % 16 == 0 (every channel count of the supported networks): 16 channels per vector, where
-// the auto-vectoriser leaves rows of 16 to a scalar loop.
-BS_TARGET_AVX512 void epilogue_requant_avx512(const int32_t* __restrict acc, int M, int N, Epi e, float inv,
-                                              float qmax, uint8_t* __restrict q) {
-  const __m512 vinv = _mm512_set1_ps(inv), vqmax = _mm512_set1_ps(qmax), zero = _mm512_setzero_ps();
-  for (int m = 0; m < M; ++m) {
-    const int32_t* a = acc + size_t(m) * N;
-    uint8_t* d = q + size_t(m) * N;
-    for (int j = 0; j < N; j += 16) {
-      __m512 v = _mm512_max_ps(epi16(a, e, j), zero);
-      v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, vinv), zero), vqmax);
-      v = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(d + j), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)));
+    for (int j = 0; j < N; ++j) {
+      float v = (float(acc[r + j] + e.corr[j]) * e.as[j] + e.bias[j]) * e.alpha[j] + e.beta[j];
+      v = std::min(std::max(v, e.lo1), e.hi1);
+      if (kAdd) v = std::min(std::max(v + other[r + j], e.lo2), e.hi2);
+      if (kCodes) yq[r + j] = code_of(v, q);
+      else yf[r + j] = v;
     }
   }
 }
 
-BS_TARGET_AVX512 void epilogue_residual_avx512(const int32_t* __restrict acc, int M, int N, Epi e,
-                                               const float* shortcut, float* y) {
-  const __m512 zero = _mm512_setzero_ps();
-  for (int m = 0; m < M; ++m) {
-    const size_t r = size_t(m) * N;
-    for (int j = 0; j < N; j += 16) {
-      const __m512 v = _mm512_add_ps(epi16(acc + r, e, j), _mm512_loadu_ps(shortcut + r + j));
-      _mm512_storeu_ps(y + r + j, _mm512_max_ps(v, zero));
-    }
-  }
-}
-
-bool cpu_avx512() { return cpu::avx512_f_bw_vl(); }
-#else
-#define BS_RUNTIME_AVX512 0
-#endif
-
-void epilogue_requant(const int32_t* acc, int M, int N, Epi e, float inv, float qmax, uint8_t* q) {
-#if BS_RUNTIME_AVX512
-  static const bool avx512 = cpu_avx512();
-  if (avx512 && N % 16 == 0) return epilogue_requant_avx512(acc, M, N, e, inv, qmax, q);
-#endif
-  epilogue_requant_portable(acc, M, N, e, inv, qmax, q);
-}
-
-// relu(epi(acc) + shortcut); `y` may be `shortcut` (same element read then written).
-BS_CLONES
-void epilogue_residual_portable(const int32_t* __restrict acc, int M, int N, Epi e, const float* shortcut, float* y) {
+template <bool kAdd, bool kCodes>
+BS_CLONES void epilogue_flt(const float* __restrict y0, int M, int N, Epi e, const float* __restrict other, Quant q,
+                            float* yf, uint8_t* __restrict yq) {
   for (int m = 0; m < M; ++m) {
     const size_t r = size_t(m) * N;
 #pragma omp simd
-    for (int j = 0; j < N; ++j) y[r + j] = std::max(epi_value(acc[r + j], e, j) + shortcut[r + j], 0.0f);
+    for (int j = 0; j < N; ++j) {
+      float v = y0[r + j] * e.alpha[j] + e.beta[j];
+      v = std::min(std::max(v, e.lo1), e.hi1);
+      if (kAdd) v = std::min(std::max(v + other[r + j], e.lo2), e.hi2);
+      if (kCodes) yq[r + j] = code_of(v, q);
+      else yf[r + j] = v;
+    }
   }
-}
-
-void epilogue_residual(const int32_t* acc, int M, int N, Epi e, const float* shortcut, float* y) {
-#if BS_RUNTIME_AVX512
-  static const bool avx512 = cpu_avx512();
-  if (avx512 && N % 16 == 0) return epilogue_residual_avx512(acc, M, N, e, shortcut, y);
-#endif
-  epilogue_residual_portable(acc, M, N, e, shortcut, y);
 }
 
 // Full-precision layer rows: y[m][j] = (sum_k A[m][k] * W[k][j] in double, in k order) + bias[j],
-// rounded to float, then BN (alpha, beta) and an optional ReLU. `acc`: N doubles of scratch.
+// rounded to float. `acc`: N doubles of scratch.
 BS_CLONES
 void conv_float_rows(const float* __restrict A, int M, int K, int N, const double* __restrict wt,
-                     const float* __restrict bias, const float* __restrict alpha, const float* __restrict beta,
-                     bool relu, float* __restrict y, double* __restrict acc) {
+                     const float* __restrict bias, float* __restrict y, double* __restrict acc) {
   for (int m = 0; m < M; ++m) {
     const float* a = A + size_t(m) * K;
     for (int j = 0; j < N; ++j) acc[j] = 0;
@@ -230,32 +155,13 @@ void conv_float_rows(const float* __restrict A, int M, int K, int N, const doubl
       for (int j = 0; j < N; ++j) acc[j] += av * wk[j];
     }
     float* d = y + size_t(m) * N;
-    for (int j = 0; j < N; ++j) {
-      const float v = float(bias ? acc[j] + double(bias[j]) : acc[j]) * alpha[j] + beta[j];
-      d[j] = relu ? std::max(v, 0.0f) : v;
-    }
+    for (int j = 0; j < N; ++j) d[j] = float(bias ? acc[j] + double(bias[j]) : acc[j]);
   }
-}
-
-struct Scratch {
-  std::vector<uint8_t> col, q0, q1, q2;
-  const std::vector<std::vector<int8_t>>* unpacked = nullptr;  // per op index: int8 panels of this call
-  std::vector<const uint8_t*> rows;  // per output pixel: its first input row (implicit GEMM)
-  std::vector<float> in;
-  std::vector<int32_t> acc;
-  std::vector<float> fcol, f0, f1, f2;
-  std::vector<double> dacc;
-};
-
-template <typename T>
-T* sized(std::vector<T>& v, size_t n) {
-  if (v.size() < n) v.resize(n);
-  return v.data();
 }
 
 // Splits [0, rows) over `threads` (OpenMP) when threads > 1.
 void parallel_rows(int rows, int threads, const std::function<void(int, int)>& fn) {
-  if (threads <= 1 || rows < 256) {
+  if (threads <= 1 || rows < 64) {
     fn(0, rows);
     return;
   }
@@ -268,333 +174,670 @@ void parallel_rows(int rows, int threads, const std::function<void(int, int)>& f
   }
 }
 
+template <typename T>
+T* sized(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+
+// A conv/linear layer prepared for inference, with its fused epilogue.
+struct Layer {
+  std::string name;
+  bool linear = false;
+  int out = 0, in = 0, kernel = 1, stride = 1, padding = 0, groups = 1;
+  bool depthwise = false;     // groups == in == out
+  bool integer = false;       // quantized input and weights: integer GEMM
+  int bits = 8;               // weight code width (integer layers)
+  Quant in_q;                 // the quantizer of the input (integer layers)
+  std::vector<uint8_t> wq;    // integer, not depthwise: N rows of K codes, int8 or packed `bits`-bit
+  std::vector<int8_t> wdw;    // depthwise: k*k x C codes, tap-major
+  std::vector<int8_t> panels; // panel-kernel layers: int8 panels (8 bits) or packed panels
+  int index = 0;              // position in Impl::layers
+  std::vector<float> bias_fp; // float layers: bias, added in double
+  std::vector<double> wt;     // float layers: the weights transposed, K x N, in double
+  std::vector<float> as, bias, alpha, beta;
+  std::vector<int32_t> corr;  // signed-input correction (0 for unsigned inputs)
+
+  int K() const { return in / groups * kernel * kernel; }
+  int out_dim(int d) const { return (d + 2 * padding - kernel) / stride + 1; }
+};
+
+enum class StepKind { kInput, kLayer, kBatchNorm, kAct, kAdd, kMaxPool, kAvgPool, kFlatten };
+
+struct Step {
+  StepKind kind = StepKind::kInput;
+  int value = -1;          // graph node whose value the step computes
+  std::vector<int> in;     // graph nodes read (kAdd: two)
+  std::vector<std::string> fused;  // names of the graph nodes the step computes
+  int layer = -1;          // kLayer
+  float lo1 = -INFINITY, hi1 = INFINITY, lo2 = -INFINITY, hi2 = INFINITY;  // kLayer / kAct
+  int add_other = -1;      // kLayer: the other operand of a fused add
+  int kernel = 1, stride = 1, padding = 0;  // kMaxPool
+  std::vector<float> alpha, beta;           // kBatchNorm (standalone)
+};
+
+struct Value {
+  bool codes = false;  // u8 codes of `q` (else float32)
+  Quant q;
+  int slot = -1;       // buffer
+};
+
+struct Dims {
+  int h = 0, w = 0, c = 0;
+};
+
+struct Scratch {
+  std::vector<std::vector<uint8_t>> slots;
+  std::vector<Dims> dims;
+  std::vector<uint8_t> col, qin;
+  std::vector<float> fcol, f0;
+  std::vector<int32_t> acc;
+  std::vector<double> dacc;
+  const std::vector<std::vector<int8_t>>* unpacked = nullptr;  // per layer: int8 panels of this call
+  std::vector<const uint8_t*> rows;  // per output pixel: its first input row (panel GEMM)
+};
+
+void act_bounds(OpKind k, float& lo, float& hi) {
+  lo = 0;
+  hi = k == OpKind::kRelu6 ? 6.0f : INFINITY;
+}
+
 }  // namespace
 
+// ---------------------------------------------------------------------------------------------
+
+void check_deployable(const Artifact& a) {
+  for (const auto& n : a.graph.nodes) {
+    if (n.op != OpKind::kConv && n.op != OpKind::kLinear) continue;
+    const LayerRecord& l = a.layer(n.layer);
+    const bool integer = l.quantized && l.quantize_input;
+    if (l.groups > 1) {
+      BS_CHECK(l.groups == l.in && l.groups == l.out, "layer '", l.name, "': a grouped convolution with ", l.groups,
+               " groups of ", l.in / l.groups, " -> ", l.out / l.groups,
+               " channels cannot be deployed (the runtime runs dense and depthwise convolutions only)");
+      BS_CHECK(integer, "layer '", l.name,
+               "': a depthwise convolution on a full-precision input cannot be deployed (the runtime's depthwise "
+               "kernel is integer only)");
+    }
+    BS_CHECK(l.row_elems() <= kQgemmMaxK, "layer '", l.name, "': ", l.row_elems(),
+             " weights per output exceed the int32 accumulator's limit ", kQgemmMaxK);
+    BS_CHECK(!l.signed_input || l.quantized, "layer '", l.name, "': a signed input quantizer on a full-precision layer");
+  }
+}
+
 struct Runtime::Impl {
-  Artifact meta;  // geometry and names only (codes live in ops)
-  std::map<std::string, Op> ops;
+  int64_t in_channels = 0, num_classes = 0;
+  format::Graph graph;
+  std::vector<Layer> layers;
+  std::vector<Step> steps;
+  std::vector<Value> values;      // by graph node
+  int num_slots = 0;
+  int output = -1;
   int threads = 1;
   QgemmIsa isa = QgemmIsa::kAuto;
   int tile = 4;
   size_t weight_bytes = 0;
+  bool unpack_in_gemm = false;
+  bool panels_unpack_in_gemm() const { return unpack_in_gemm && qgemm_packed_panels_supported(); }
 
   void prepare(const Artifact& a);
-  bool unpack_in_gemm = false;
-  // Low-bit panels of every op, unpacked to int8 for one inference call.
+  void plan_memory();
+  bool use_panels(const Layer& o) const {
+    return !o.depthwise && isa == QgemmIsa::kAvx512Vnni && qgemm_panels_usable(o.out, o.K());
+  }
+  // Low-bit panels of every layer, unpacked to int8 for one inference call.
   std::vector<std::vector<int8_t>> unpack_all() const {
-    std::vector<std::vector<int8_t>> out(ops.size());
-    if (unpack_in_gemm) return out;
-    for (const auto& [_, o] : ops)
+    std::vector<std::vector<int8_t>> out(layers.size());
+    for (const auto& o : layers)
       if (o.integer && o.bits != 8 && !o.panels.empty()) {
+        if (panels_unpack_in_gemm()) continue;
         auto& u = out[size_t(o.index)];
         u.resize(qgemm_panels_bytes(o.out, o.K()));
         qgemm_unpack_panels(reinterpret_cast<const uint8_t*>(o.panels.data()), o.out, o.K(), o.bits, u.data());
+      } else if (o.integer && o.bits != 8 && !o.depthwise && !unpack_in_gemm) {
+        // Row GEMMs (AVX2 / scalar): the packed rows unpacked once per call to int8 rows, so the
+        // GEMM runs at the 8-bit speed while the resident weights stay packed.
+        auto& u = out[size_t(o.index)];
+        const size_t K = size_t(o.K()), row = packed_bytes(K, o.bits);
+        u.resize(size_t(o.out) * K);
+        for (int r = 0; r < o.out; ++r) unpack_into(o.wq.data() + size_t(r) * row, K, o.bits, u.data() + size_t(r) * K);
       }
     return out;
   }
-  bool use_panels(const Op& o) const { return isa == QgemmIsa::kAvx512Vnni && qgemm_panels_usable(o.out, o.K()); }
-  const Op& op(const std::string& name) const { return ops.at(name); }
 
-  // ---- layer executions over a tile of n images (inner_threads split GEMM rows) ----
-
-  // Integer conv/linear on uint8 codes [n,h,w,C] -> int32 acc [n*ho*wo, N].
-  void gemm_int(const Op& o, const uint8_t* x, int n, int h, int w, Scratch& s, int inner) const {
-    const int ho = o.out_dim(h), wo = o.out_dim(w), M = n * ho * wo, K = o.K();
-    int32_t* C = sized(s.acc, size_t(M) * o.out);
-    if (use_panels(o) && (o.kernel * o.in) % 4 == 0) {
-      const int8_t* panels = o.panels.data();
-      int panel_bits = 8;
-      if (o.bits != 8) {
-        if (unpack_in_gemm) {
-          panel_bits = o.bits;  // packed panels, unpacked inside the GEMM's K loop
-        } else {
-          // Unpacked once per inference call (Runtime::forward), shared by its tiles and threads.
-          panels = s.unpacked->at(size_t(o.index)).data();
-        }
-      }
-      // No im2col: each output pixel reads its k rows of k*C input codes in place, from a
-      // zero-padded copy of the input when the conv pads.
-      const uint8_t* src = x;
-      int hp = h, wp = w;
-      if (o.padding > 0) {
-        hp = h + 2 * o.padding, wp = w + 2 * o.padding;
-        uint8_t* pad = sized(s.col, size_t(n) * hp * wp * o.in);
-        const size_t row = size_t(w) * o.in;
-        for (int b = 0; b < n; ++b) {
-          uint8_t* img = pad + size_t(b) * hp * wp * o.in;
-          std::memset(img, 0, size_t(o.padding) * wp * o.in);
-          for (int y = 0; y < h; ++y) {
-            uint8_t* r = img + (size_t(y + o.padding) * wp) * o.in;
-            std::memset(r, 0, size_t(o.padding) * o.in);
-            std::memcpy(r + size_t(o.padding) * o.in, x + (size_t(b) * h + y) * row, row);
-            std::memset(r + size_t(o.padding) * o.in + row, 0, size_t(o.padding) * o.in);
-          }
-          std::memset(img + size_t(h + o.padding) * wp * o.in, 0, size_t(o.padding) * wp * o.in);
-        }
-        src = pad;
-      }
-      std::vector<const uint8_t*>& rows = s.rows;
-      rows.resize(size_t(M));
-      for (int b = 0, m = 0; b < n; ++b)
-        for (int oy = 0; oy < ho; ++oy)
-          for (int ox = 0; ox < wo; ++ox, ++m)
-            rows[size_t(m)] = src + ((size_t(b) * hp + size_t(oy) * o.stride) * wp + size_t(ox) * o.stride) * o.in;
-      const PanelRows pr{nullptr, o.kernel, o.kernel * o.in / 4, size_t(wp) * o.in};
-      parallel_rows(M, inner, [&](int r0, int r1) {
-        PanelRows part = pr;
-        part.rows = rows.data() + r0;
-        qgemm_u8_panels_rows_s32(r1 - r0, o.out, part, panels, C + size_t(r0) * o.out, panel_bits);
-      });
-      return;
-    }
-    const uint8_t* A = x;
-    if (!(o.kernel == 1 && o.stride == 1 && o.padding == 0)) {
-      uint8_t* col = sized(s.col, size_t(M) * K);
-      im2col(x, n, h, w, o.in, o, col);
-      A = col;
-    }
-    parallel_rows(M, inner, [&](int r0, int r1) {
-      if (o.bits == 8)
-        qgemm_u8s8_s32(r1 - r0, o.out, K, A + size_t(r0) * K, reinterpret_cast<const int8_t*>(o.wq.data()),
-                       C + size_t(r0) * o.out, isa);
-      else
-        qgemm_u8_packed_s32(r1 - r0, o.out, K, A + size_t(r0) * K, o.wq.data(), o.bits, C + size_t(r0) * o.out, isa);
-    });
-  }
-
-  // Float conv/linear (full-precision layers) on float [n,h,w,C] -> float [n*ho*wo, N], epilogue applied.
-  void conv_float(const Op& o, const float* x, int n, int h, int w, float* y, Scratch& s, bool relu) const {
-    const int ho = o.out_dim(h), wo = o.out_dim(w), M = n * ho * wo, K = o.K(), N = o.out;
-    const float* A = x;
-    if (!(o.kernel == 1 && o.stride == 1 && o.padding == 0)) {
-      float* col = sized(s.fcol, size_t(M) * K);
-      im2col(x, n, h, w, o.in, o, col);
-      A = col;
-    }
-    // Double accumulation (float products are exact in double), one rounding to float, then
-    // BN: the arithmetic of nn::set_integer_eval for full-precision layers.
-    conv_float_rows(A, M, K, N, o.wt.data(), o.bias_fp.empty() ? nullptr : o.bias_fp.data(), o.alpha.data(),
-                    o.beta.data(), relu, y, sized(s.dacc, size_t(N)));
-  }
-
-  static Epi epi(const Op& o) { return Epi{o.as.data(), o.bias.data(), o.alpha.data(), o.beta.data()}; }
-  static void epi_float(const Op& o, const int32_t* acc, int M, float* y, bool relu) {
-    epilogue_float(acc, M, o.out, epi(o), relu ? 0.0f : -INFINITY, y);
-  }
-  static void epi_requant(const Op& o, const int32_t* acc, int M, const Op& next, uint8_t* q) {
-    epilogue_requant(acc, M, o.out, epi(o), next.act_inv, next.act_qmax, q);
-  }
-  static void epi_residual(const Op& o, const int32_t* acc, int M, const float* shortcut, float* y) {
-    epilogue_residual(acc, M, o.out, epi(o), shortcut, y);
-  }
-
-  // A layer whose input is a float tensor: quantized (integer) or full precision. Output float.
-  void layer_from_float(const Op& o, const float* x, int n, int h, int w, float* y, bool relu, Scratch& s,
-                        int inner) const {
-    if (!o.integer) return conv_float(o, x, n, h, w, y, s, relu);
-    uint8_t* q = sized(s.q0, size_t(n) * h * w * o.in);
-    quantize(x, size_t(n) * h * w * o.in, o.act_inv, o.act_qmax, q);
-    gemm_int(o, q, n, h, w, s, inner);
-    epi_float(o, s.acc.data(), n * o.out_dim(h) * o.out_dim(w), y, relu);
-  }
-
-  void forward_resnet20(const float* x, int n, int h, int w, float* logits, Scratch& s, int inner) const;
-  void forward_smallcnn(const float* x, int n, int h, int w, float* logits, Scratch& s, int inner) const;
-  void head(const float* feat, int n, int c, float* logits, Scratch& s, int inner) const;
+  // Integer conv/linear on u8 codes [n,h,w,C] -> int32 acc [n*ho*wo, N], rows [r0, r1) of it
+  // done by `run_rows` (called per thread with its row range after the GEMM of those rows).
+  void gemm_int(const Layer& o, const uint8_t* x, int n, int h, int w, Scratch& s, int inner,
+                const std::function<void(int, int)>& epilogue) const;
+  void run_layer(const Step& st, int n, Scratch& s, int inner) const;
   void forward_tile(const float* x_nchw, int n, int h, int w, float* logits, Scratch& s, int inner) const;
 };
 
+void Runtime::Impl::gemm_int(const Layer& o, const uint8_t* x, int n, int h, int w, Scratch& s, int inner,
+                             const std::function<void(int, int)>& epilogue) const {
+  const int ho = o.out_dim(h), wo = o.out_dim(w), M = n * ho * wo, K = o.K();
+  int32_t* C = sized(s.acc, size_t(M) * o.out);
+  const uint8_t padv = uint8_t(o.in_q.offset);
+  if (o.depthwise) {
+    parallel_rows(n * ho, inner, [&](int r0, int r1) {
+      dwconv_u8s8_s32(n, h, w, o.in, o.kernel, o.stride, o.padding, padv, x, o.wdw.data(), C, r0, r1);
+      epilogue(r0 * wo, r1 * wo);
+    });
+    return;
+  }
+  if (use_panels(o) && (o.kernel * o.in) % 4 == 0) {
+    const int8_t* panels = o.panels.data();
+    int panel_bits = 8;
+    if (o.bits != 8) {
+      if (panels_unpack_in_gemm()) panel_bits = o.bits;  // packed panels, unpacked inside the GEMM's K loop
+      else panels = s.unpacked->at(size_t(o.index)).data();  // unpacked once per inference call
+    }
+    // No im2col: each output pixel reads its k rows of k*C input codes in place, from a padded
+    // copy of the input when the conv pads.
+    const uint8_t* src = x;
+    int hp = h, wp = w;
+    if (o.padding > 0) {
+      hp = h + 2 * o.padding, wp = w + 2 * o.padding;
+      uint8_t* pad = sized(s.col, size_t(n) * hp * wp * o.in);
+      std::memset(pad, padv, size_t(n) * hp * wp * o.in);
+      const size_t row = size_t(w) * o.in;
+      for (int b = 0; b < n; ++b)
+        for (int y = 0; y < h; ++y)
+          std::memcpy(pad + ((size_t(b) * hp + y + o.padding) * wp + o.padding) * o.in, x + (size_t(b) * h + y) * row,
+                      row);
+      src = pad;
+    }
+    std::vector<const uint8_t*>& rows = s.rows;
+    rows.resize(size_t(M));
+    for (int b = 0, m = 0; b < n; ++b)
+      for (int oy = 0; oy < ho; ++oy)
+        for (int ox = 0; ox < wo; ++ox, ++m)
+          rows[size_t(m)] = src + ((size_t(b) * hp + size_t(oy) * o.stride) * wp + size_t(ox) * o.stride) * o.in;
+    const PanelRows pr{nullptr, o.kernel, o.kernel * o.in / 4, size_t(wp) * o.in};
+    parallel_rows(M, inner, [&](int r0, int r1) {
+      PanelRows part = pr;
+      part.rows = rows.data() + r0;
+      qgemm_u8_panels_rows_s32(r1 - r0, o.out, part, panels, C + size_t(r0) * o.out, panel_bits);
+      epilogue(r0, r1);
+    });
+    return;
+  }
+  const uint8_t* A = x;
+  if (!(o.kernel == 1 && o.stride == 1 && o.padding == 0)) {
+    uint8_t* col = sized(s.col, size_t(M) * K);
+    im2col(x, n, h, w, o.in, o.kernel, o.stride, o.padding, padv, col);
+    A = col;
+  }
+  parallel_rows(M, inner, [&](int r0, int r1) {
+    // Low-bit rows unpacked for this call (not for panel layers: theirs are in panel order).
+    const std::vector<int8_t>* rows8 =
+        o.bits == 8 || !s.unpacked || !o.panels.empty() ? nullptr : &s.unpacked->at(size_t(o.index));
+    if (o.bits == 8)
+      qgemm_u8s8_s32(r1 - r0, o.out, K, A + size_t(r0) * K, reinterpret_cast<const int8_t*>(o.wq.data()),
+                     C + size_t(r0) * o.out, isa);
+    else if (rows8 && !rows8->empty())
+      qgemm_u8s8_s32(r1 - r0, o.out, K, A + size_t(r0) * K, rows8->data(), C + size_t(r0) * o.out, isa);
+    else
+      qgemm_u8_packed_s32(r1 - r0, o.out, K, A + size_t(r0) * K, o.wq.data(), o.bits, C + size_t(r0) * o.out, isa);
+    epilogue(r0, r1);
+  });
+}
+
+void Runtime::Impl::run_layer(const Step& st, int n, Scratch& s, int inner) const {
+  const Layer& o = layers[size_t(st.layer)];
+  const int vin = st.in[0];
+  const Dims din = s.dims[size_t(vin)];
+  BS_CHECK(din.c == o.in, "node '", o.name, "': input has ", din.c, " channels, the layer takes ", o.in);
+  const int h = din.h, w = din.w;
+  const int ho = o.out_dim(h), wo = o.out_dim(w);
+  BS_CHECK(ho >= 1 && wo >= 1, "node '", o.name, "': a ", h, " x ", w, " input is smaller than its ", o.kernel, " x ",
+           o.kernel, " kernel");
+  const int M = n * ho * wo, N = o.out;
+  const Value& vo = values[size_t(st.value)];
+  uint8_t* out_bytes = sized(s.slots[size_t(vo.slot)], size_t(M) * N * (vo.codes ? 1 : sizeof(float)));
+  float* yf = vo.codes ? nullptr : reinterpret_cast<float*>(out_bytes);
+  uint8_t* yq = vo.codes ? out_bytes : nullptr;
+  const float* other = nullptr;
+  if (st.add_other >= 0) {
+    const Dims d = s.dims[size_t(st.add_other)];
+    BS_CHECK(d.h == ho && d.w == wo && d.c == N, "node '", st.fused.back(), "': adds ", ho, " x ", wo, " x ", N, " to ",
+             d.h, " x ", d.w, " x ", d.c, " (shape mismatch)");
+    other = reinterpret_cast<const float*>(s.slots[size_t(values[size_t(st.add_other)].slot)].data());
+  }
+  const Epi e{o.as.data(), o.bias.data(), o.alpha.data(), o.beta.data(), o.corr.data(), st.lo1, st.hi1, st.lo2, st.hi2};
+  const Quant q = vo.q;
+  const uint8_t* in_bytes = s.slots[size_t(values[size_t(vin)].slot)].data();
+  if (o.integer) {
+    const uint8_t* xq = in_bytes;
+    if (!values[size_t(vin)].codes) {
+      uint8_t* t = sized(s.qin, size_t(n) * h * w * o.in);
+      quantize(reinterpret_cast<const float*>(in_bytes), size_t(n) * h * w * o.in, o.in_q, t);
+      xq = t;
+    }
+    const int32_t* acc = nullptr;
+    auto epi = [&](int r0, int r1) {
+      const int32_t* a = acc + size_t(r0) * N;
+      const float* ot = other ? other + size_t(r0) * N : nullptr;
+      float* f = yf ? yf + size_t(r0) * N : nullptr;
+      uint8_t* c = yq ? yq + size_t(r0) * N : nullptr;
+      const int m = r1 - r0;
+      if (other) {
+        if (yq) epilogue_int<true, true>(a, m, N, e, ot, q, f, c);
+        else epilogue_int<true, false>(a, m, N, e, ot, q, f, c);
+      } else {
+        if (yq) epilogue_int<false, true>(a, m, N, e, ot, q, f, c);
+        else epilogue_int<false, false>(a, m, N, e, ot, q, f, c);
+      }
+    };
+    sized(s.acc, size_t(M) * N);
+    acc = s.acc.data();
+    gemm_int(o, xq, n, h, w, s, inner, epi);
+  } else {
+    BS_CHECK(!values[size_t(vin)].codes, "node '", o.name, "': a full-precision layer reads codes");
+    const float* x = reinterpret_cast<const float*>(in_bytes);
+    const float* A = x;
+    const int K = o.K();
+    if (!(o.kernel == 1 && o.stride == 1 && o.padding == 0)) {
+      float* col = sized(s.fcol, size_t(M) * K);
+      im2col(x, n, h, w, o.in, o.kernel, o.stride, o.padding, 0.0f, col);
+      A = col;
+    }
+    float* y0 = sized(s.f0, size_t(M) * N);
+    conv_float_rows(A, M, K, N, o.wt.data(), o.bias_fp.empty() ? nullptr : o.bias_fp.data(), y0,
+                    sized(s.dacc, size_t(N)));
+    if (other) {
+      if (yq) epilogue_flt<true, true>(y0, M, N, e, other, q, yf, yq);
+      else epilogue_flt<true, false>(y0, M, N, e, other, q, yf, yq);
+    } else {
+      if (yq) epilogue_flt<false, true>(y0, M, N, e, other, q, yf, yq);
+      else epilogue_flt<false, false>(y0, M, N, e, other, q, yf, yq);
+    }
+  }
+  s.dims[size_t(st.value)] = Dims{o.linear ? 1 : ho, o.linear ? 1 : wo, N};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load: layers, fusion, value kinds, memory plan.
+
 void Runtime::Impl::prepare(const Artifact& a) {
-  BS_CHECK(a.arch == "resnet20" || a.arch == "smallcnn", "the integer runtime supports resnet20 and smallcnn; this artifact is '",
-           a.arch, "'");
-  meta.arch = a.arch;
-  meta.in_channels = a.in_channels;
-  meta.num_classes = a.num_classes;
-  std::map<std::string, const BnRecord*> bn_of;
-  for (const auto& b : a.bns) bn_of[b.source] = &b;
-  for (const auto& l : a.layers) {
-    Op o;
-    o.name = l.name;
+  check_graph(a, "runtime");
+  check_deployable(a);
+  in_channels = a.in_channels;
+  num_classes = a.num_classes;
+  graph = a.graph;
+  const auto order = format::validate_graph(graph, "runtime");
+  const size_t V = graph.nodes.size();
+  const auto users = graph.consumers();
+  std::map<std::string, const BnRecord*> bn_by_name;
+  for (const auto& b : a.bns) bn_by_name[b.name] = &b;
+  auto folded_bn = [&](const BnRecord& b, std::vector<float>& alpha, std::vector<float>& beta) {
+    std::string key = active_bn_key(a, b);
+    if (!b.by_key.count(key)) key = std::to_string(a.layer(b.source).bits);  // no transitional BN trained
+    BS_CHECK(b.by_key.count(key), "BatchNorm '", b.name, "' has no parameters for key '", key, "'");
+    const BnParams& p = b.by_key.at(key);
+    const float eps = float(b.eps);
+    alpha.resize(size_t(b.channels)), beta.resize(size_t(b.channels));
+    for (int64_t c = 0; c < b.channels; ++c) {
+      alpha[size_t(c)] = p.weight[size_t(c)] / std::sqrt(p.var[size_t(c)] + eps);
+      beta[size_t(c)] = p.bias[size_t(c)] - p.mean[size_t(c)] * alpha[size_t(c)];
+    }
+  };
+
+  // Layers.
+  std::map<std::string, int> layer_of_node;
+  for (int i : order) {
+    const GraphNode& nd = graph.nodes[size_t(i)];
+    if (nd.op != OpKind::kConv && nd.op != OpKind::kLinear) continue;
+    const LayerRecord& l = a.layer(nd.layer);
+    Layer o;
+    o.name = nd.name;
+    o.linear = nd.op == OpKind::kLinear;
     o.out = int(l.out), o.in = int(l.in), o.kernel = int(l.kernel), o.stride = int(l.stride), o.padding = int(l.padding);
+    o.groups = int(l.groups);
+    o.depthwise = o.groups > 1;
     const int K = o.K();
     // Reorder weight rows from PyTorch's (c, ky, kx) to im2col's (ky, kx, c).
+    const int cin = o.in / o.groups;
     auto reorder = [&](auto get, auto& dst) {
       for (int r = 0; r < o.out; ++r)
-        for (int c = 0; c < o.in; ++c)
+        for (int c = 0; c < cin; ++c)
           for (int ky = 0; ky < o.kernel; ++ky)
             for (int kx = 0; kx < o.kernel; ++kx)
-              dst[size_t(r) * K + (size_t(ky) * o.kernel + kx) * o.in + c] =
+              dst[size_t(r) * K + (size_t(ky) * o.kernel + kx) * cin + c] =
                   get(size_t(r) * K + (size_t(c) * o.kernel + ky) * o.kernel + kx);
     };
     o.as.assign(size_t(o.out), 1.0f);
     o.bias.assign(size_t(o.out), 0.0f);
     o.alpha.assign(size_t(o.out), 1.0f);
     o.beta.assign(size_t(o.out), 0.0f);
+    o.corr.assign(size_t(o.out), 0);
     if (l.quantized && l.quantize_input) {
       o.integer = true;
       o.bits = l.bits;
       const float a_in = l.act_scale.at(l.bits);
-      o.act_inv = 1.0f / a_in;  // as the activation quantizer computes it
-      o.act_qmax = float(quant::unsigned_qmax(l.bits));
-      std::vector<int8_t> codes(l.codes.size());
-      reorder([&](size_t i) { return l.codes[i]; }, codes);
-      if (o.bits == 8) o.wq.assign(codes.begin(), codes.end());
-      else o.wq = pack_rows(codes.data(), size_t(o.out), size_t(K), o.bits);
-      for (int c = 0; c < o.out; ++c) o.as[c] = l.scale[c] * a_in;
+      o.in_q.inv = 1.0f / a_in;  // as the activation quantizer computes it
+      if (l.signed_input) {
+        o.in_q.lo = float(quant::signed_qmin(l.bits)), o.in_q.hi = float(quant::signed_qmax(l.bits));
+        o.in_q.offset = 128;
+      } else {
+        o.in_q.lo = 0, o.in_q.hi = float(quant::unsigned_qmax(l.bits));
+      }
+      if (o.depthwise) {
+        // [C][1][k][k] -> tap-major [k*k][C].
+        o.wdw.resize(l.codes.size());
+        for (int c = 0; c < o.out; ++c)
+          for (int t = 0; t < K; ++t) o.wdw[size_t(t) * o.out + c] = l.codes[size_t(c) * K + t];
+        weight_bytes += o.wdw.size();
+        if (o.in_q.offset)
+          for (int c = 0; c < o.out; ++c) {
+            int32_t s = 0;
+            for (int t = 0; t < K; ++t) s += l.codes[size_t(c) * K + t];
+            o.corr[size_t(c)] = -128 * s;
+          }
+      } else {
+        std::vector<int8_t> codes(l.codes.size());
+        reorder([&](size_t i) { return l.codes[i]; }, codes);
+        if (o.in_q.offset) signed_input_correction(codes.data(), o.out, K, o.corr.data());
+        if (o.bits == 8) o.wq.assign(codes.begin(), codes.end());
+        else o.wq = pack_rows(codes.data(), size_t(o.out), size_t(K), o.bits);
+        weight_bytes += o.wq.size();
+      }
+      for (int c = 0; c < o.out; ++c) o.as[size_t(c)] = l.scale[size_t(c)] * a_in;
       if (!l.bias.empty()) o.bias = l.bias;
-      weight_bytes += o.wq.size();
     } else {
       // Full precision, or quantized weights on a float input (an 8-bit first layer): the
-      // dequantized weight code * scale, exactly the training forward.
-      o.wf.resize(size_t(o.out) * K);
-      if (l.quantized) reorder([&](size_t i) { return float(l.codes[i]) * l.scale[i / size_t(K)]; }, o.wf);
-      else reorder([&](size_t i) { return l.weight[i]; }, o.wf);
+      // dequantized weight code * scale, exactly the training forward, in double.
+      std::vector<float> wf(size_t(o.out) * K);
+      if (l.quantized) reorder([&](size_t i) { return float(l.codes[i]) * l.scale[i / size_t(K)]; }, wf);
+      else reorder([&](size_t i) { return l.weight[i]; }, wf);
       o.bias_fp = l.bias;
-      o.wt.resize(o.wf.size());
+      o.wt.resize(wf.size());
       for (int r = 0; r < o.out; ++r)
-        for (int k = 0; k < K; ++k) o.wt[size_t(k) * o.out + r] = double(o.wf[size_t(r) * K + k]);
-      weight_bytes += o.wf.size() * sizeof(float);
+        for (int k = 0; k < K; ++k) o.wt[size_t(k) * o.out + r] = double(wf[size_t(r) * K + k]);
+      weight_bytes += o.wt.size() * sizeof(double);
     }
-    if (auto it = bn_of.find(l.name); it != bn_of.end()) {
-      const BnRecord& b = *it->second;
-      std::string key = active_bn_key(a, b);
-      if (!b.by_key.count(key)) key = std::to_string(l.bits);  // no transitional BN trained
-      BS_CHECK(b.by_key.count(key), "BatchNorm '", b.name, "' has no parameters for key '", key, "'");
-      const BnParams& p = b.by_key.at(key);
-      const float eps = float(b.eps);
-      for (int c = 0; c < o.out; ++c) {
-        o.alpha[c] = p.weight[c] / std::sqrt(p.var[c] + eps);
-        o.beta[c] = p.bias[c] - p.mean[c] * o.alpha[c];
+    o.index = int(layers.size());
+    layer_of_node[nd.name] = o.index;
+    layers.push_back(std::move(o));
+  }
+
+  // Steps: each conv/linear absorbs the chain of nodes only it feeds.
+  std::vector<Step> pending;
+  // The one node reading node i, if that node is not yet part of a step (else -1).
+  std::vector<char> absorbed(V, 0);
+  auto sole_user = [&](int i) {
+    if (users[size_t(i)].size() != 1 || graph.output == graph.nodes[size_t(i)].name) return -1;
+    const int u = users[size_t(i)][0];
+    return absorbed[size_t(u)] ? -1 : u;
+  };
+  for (int i : order) {
+    const GraphNode& nd = graph.nodes[size_t(i)];
+    if (absorbed[size_t(i)]) continue;
+    Step st;
+    st.value = i;
+    st.fused = {nd.name};
+    for (const auto& in : nd.inputs) st.in.push_back(graph.index(in));
+    switch (nd.op) {
+      case OpKind::kInput: st.kind = StepKind::kInput; break;
+      case OpKind::kConv:
+      case OpKind::kLinear: {
+        st.kind = StepKind::kLayer;
+        st.layer = layer_of_node.at(nd.name);
+        Layer& o = layers[size_t(st.layer)];
+        int cur = i, u = sole_user(cur);
+        if (u >= 0 && graph.nodes[size_t(u)].op == OpKind::kBatchNorm) {
+          folded_bn(*bn_by_name.at(graph.nodes[size_t(u)].layer), o.alpha, o.beta);
+          absorbed[size_t(u)] = 1, st.fused.push_back(graph.nodes[size_t(u)].name), cur = u, u = sole_user(cur);
+        }
+        if (u >= 0 && (graph.nodes[size_t(u)].op == OpKind::kRelu || graph.nodes[size_t(u)].op == OpKind::kRelu6)) {
+          act_bounds(graph.nodes[size_t(u)].op, st.lo1, st.hi1);
+          absorbed[size_t(u)] = 1, st.fused.push_back(graph.nodes[size_t(u)].name), cur = u, u = sole_user(cur);
+        }
+        if (u >= 0 && graph.nodes[size_t(u)].op == OpKind::kAdd) {
+          const auto& add = graph.nodes[size_t(u)];
+          const int a0 = graph.index(add.inputs[0]), a1 = graph.index(add.inputs[1]);
+          const int other = a0 == cur ? a1 : a0;
+          if (a0 != a1) {
+            st.add_other = other;
+            st.in.push_back(other);
+            absorbed[size_t(u)] = 1, st.fused.push_back(add.name), cur = u, u = sole_user(cur);
+            if (u >= 0 && (graph.nodes[size_t(u)].op == OpKind::kRelu || graph.nodes[size_t(u)].op == OpKind::kRelu6)) {
+              act_bounds(graph.nodes[size_t(u)].op, st.lo2, st.hi2);
+              absorbed[size_t(u)] = 1, st.fused.push_back(graph.nodes[size_t(u)].name), cur = u;
+            }
+          }
+        }
+        st.value = cur;
+        break;
       }
+      case OpKind::kBatchNorm:
+        st.kind = StepKind::kBatchNorm;
+        folded_bn(*bn_by_name.at(nd.layer), st.alpha, st.beta);
+        break;
+      case OpKind::kRelu:
+      case OpKind::kRelu6:
+        st.kind = StepKind::kAct;
+        act_bounds(nd.op, st.lo1, st.hi1);
+        break;
+      case OpKind::kAdd: st.kind = StepKind::kAdd; break;
+      case OpKind::kMaxPool:
+        st.kind = StepKind::kMaxPool;
+        st.kernel = int(nd.kernel), st.stride = int(nd.stride), st.padding = int(nd.padding);
+        break;
+      case OpKind::kGlobalAvgPool: st.kind = StepKind::kAvgPool; break;
+      case OpKind::kFlatten: st.kind = StepKind::kFlatten; break;
     }
-    ops.emplace(o.name, std::move(o));
+    pending.push_back(std::move(st));
+  }
+  // A step runs where its last fused node stands in the topological order (its other inputs are
+  // computed before that node; the fused nodes feed nothing else).
+  std::vector<int> pos(V, 0);
+  for (size_t k = 0; k < order.size(); ++k) pos[size_t(order[k])] = int(k);
+  std::stable_sort(pending.begin(), pending.end(), [&](const Step& x, const Step& y) { return pos[size_t(x.value)] < pos[size_t(y.value)]; });
+  steps = std::move(pending);
+
+  // Value kinds: a value is stored as the codes of a quantizer when every reader is a quantized
+  // layer with that input quantizer, or a max-pool whose value is stored so (max commutes with
+  // the monotone quantizer).
+  values.assign(V, Value());
+  std::vector<std::vector<int>> readers(V);  // by value: steps reading it
+  for (size_t k = 0; k < steps.size(); ++k)
+    for (int v : steps[k].in) readers[size_t(v)].push_back(int(k));
+  std::vector<char> want_set(V, 0);
+  std::vector<Quant> want(V);
+  for (size_t kk = steps.size(); kk-- > 0;) {
+    const int v = steps[kk].value;
+    if (v == graph.index(graph.output) || readers[size_t(v)].empty()) continue;
+    bool ok = true, first = true;
+    Quant q;
+    for (int r : readers[size_t(v)]) {
+      const Step& rs = steps[size_t(r)];
+      Quant rq;
+      if (rs.kind == StepKind::kLayer && rs.in[0] == v && layers[size_t(rs.layer)].integer && rs.add_other != v) {
+        rq = layers[size_t(rs.layer)].in_q;
+      } else if (rs.kind == StepKind::kMaxPool && want_set[size_t(rs.value)]) {
+        rq = want[size_t(rs.value)];
+      } else {
+        ok = false;
+        break;
+      }
+      if (!first && !rq.same(q)) ok = false;
+      q = rq, first = false;
+    }
+    if (ok && !first) want_set[size_t(v)] = 1, want[size_t(v)] = q;
+  }
+  for (const auto& st : steps) {
+    const int v = st.value;
+    Value& val = values[size_t(v)];
+    if (st.kind == StepKind::kLayer) val.codes = want_set[size_t(v)];
+    else if (st.kind == StepKind::kMaxPool || st.kind == StepKind::kFlatten) val.codes = values[size_t(st.in[0])].codes;
+    if (val.codes) val.q = st.kind == StepKind::kLayer ? want[size_t(v)] : values[size_t(st.in[0])].q;
+  }
+  output = graph.index(graph.output);
+  plan_memory();
+}
+
+void Runtime::Impl::plan_memory() {
+  // Buffer slots by liveness: a value's slot is free after the last step reading it (flatten
+  // shares its input's slot).
+  const size_t V = graph.nodes.size();
+  std::vector<int> last(V, -1), root(V);
+  for (size_t v = 0; v < V; ++v) root[v] = int(v);
+  for (const auto& st : steps)
+    if (st.kind == StepKind::kFlatten) root[size_t(st.value)] = root[size_t(st.in[0])];
+  for (size_t k = 0; k < steps.size(); ++k)
+    for (int v : steps[k].in) last[size_t(root[size_t(v)])] = std::max(last[size_t(root[size_t(v)])], int(k));
+  last[size_t(root[size_t(output)])] = int(steps.size());
+  std::vector<int> free_slots;
+  for (size_t k = 0; k < steps.size(); ++k) {
+    const Step& st = steps[k];
+    if (st.kind == StepKind::kFlatten) {
+      values[size_t(st.value)].slot = values[size_t(st.in[0])].slot;
+    } else {
+      int slot;
+      if (!free_slots.empty()) slot = free_slots.back(), free_slots.pop_back();
+      else slot = num_slots++;
+      values[size_t(st.value)].slot = slot;
+      if (last[size_t(st.value)] < 0) last[size_t(st.value)] = int(k);  // read by nobody
+    }
+    std::set<int> done;
+    for (int v : st.in) {
+      const int r = root[size_t(v)];
+      if (last[size_t(r)] == int(k) && done.insert(r).second) free_slots.push_back(values[size_t(r)].slot);
+    }
+    if (st.kind != StepKind::kFlatten && last[size_t(st.value)] == int(k)) free_slots.push_back(values[size_t(st.value)].slot);
   }
 }
 
-void Runtime::Impl::head(const float* feat, int n, int c, float* logits, Scratch& s, int inner) const {
-  // Global average pooling was done by the caller; the classifier is a linear layer.
-  const Op& fc = op("fc");
-  BS_CHECK(fc.in == c, "fc expects ", fc.in, " features, got ", c);
-  layer_from_float(fc, feat, n, 1, 1, logits, false, s, inner);
-}
+// ---------------------------------------------------------------------------------------------
+// Execution.
 
 namespace {
-// Global average pooling over NHWC float: [n, h*w, c] -> [n, c].
-void global_avg_pool(const float* x, int n, int hw, int c, float* y) {
-  for (int b = 0; b < n; ++b)
-    for (int j = 0; j < c; ++j) {
-      float acc = 0;
-      for (int p = 0; p < hw; ++p) acc += x[(size_t(b) * hw + p) * c + j];
-      y[size_t(b) * c + j] = acc / float(hw);
-    }
-}
-// 2x2 max pooling, stride 2, over NHWC (floor of odd sizes, as max_pool2d).
+// Max pooling over NHWC, pixels outside the image ignored (PyTorch's -inf padding).
 template <typename T>
-void max_pool2(const T* x, int n, int h, int w, int c, T* y) {
-  const int ho = h / 2, wo = w / 2;
+void max_pool(const T* x, int n, int h, int w, int c, int k, int stride, int pad, int ho, int wo, T* y) {
   for (int b = 0; b < n; ++b)
     for (int oy = 0; oy < ho; ++oy)
-      for (int ox = 0; ox < wo; ++ox)
-        for (int j = 0; j < c; ++j) {
-          auto at = [&](int yy, int xx) { return x[((size_t(b) * h + yy) * w + xx) * c + j]; };
-          y[((size_t(b) * ho + oy) * wo + ox) * c + j] =
-              std::max(std::max(at(2 * oy, 2 * ox), at(2 * oy, 2 * ox + 1)), std::max(at(2 * oy + 1, 2 * ox), at(2 * oy + 1, 2 * ox + 1)));
+      for (int ox = 0; ox < wo; ++ox) {
+        T* d = y + ((size_t(b) * ho + oy) * wo + ox) * c;
+        bool first = true;
+        for (int ky = 0; ky < k; ++ky) {
+          const int iy = oy * stride - pad + ky;
+          if (iy < 0 || iy >= h) continue;
+          for (int kx = 0; kx < k; ++kx) {
+            const int ix = ox * stride - pad + kx;
+            if (ix < 0 || ix >= w) continue;
+            const T* s = x + ((size_t(b) * h + iy) * w + ix) * c;
+            if (first) std::memcpy(d, s, sizeof(T) * size_t(c)), first = false;
+            else
+              for (int j = 0; j < c; ++j) d[j] = std::max(d[j], s[j]);
+          }
         }
+      }
+}
+
+// Global average pooling over NHWC float: [n, h*w, c] -> [n, c].
+void global_avg_pool(const float* x, int n, int hw, int c, float* y) {
+  for (int b = 0; b < n; ++b) {
+    float* d = y + size_t(b) * c;
+    std::fill(d, d + c, 0.0f);
+    for (int p = 0; p < hw; ++p) {
+      const float* s = x + (size_t(b) * hw + p) * c;
+      for (int j = 0; j < c; ++j) d[j] += s[j];
+    }
+    for (int j = 0; j < c; ++j) d[j] /= float(hw);
+  }
 }
 }  // namespace
 
-void Runtime::Impl::forward_resnet20(const float* x, int n, int h, int w, float* logits, Scratch& s, int inner) const {
-  // stem -> BN -> ReLU (float residual stream)
-  const Op& stem = op("stem");
-  float* cur = sized(s.f0, size_t(n) * stem.out_dim(h) * stem.out_dim(w) * stem.out);
-  layer_from_float(stem, x, n, h, w, cur, true, s, inner);
-  h = stem.out_dim(h), w = stem.out_dim(w);
-  int c = stem.out;
-  for (int blk = 0;; ++blk) {
-    const std::string p = "blocks." + std::to_string(blk) + ".";
-    if (!ops.count(p + "conv1")) break;
-    const Op &c1 = op(p + "conv1"), &c2 = op(p + "conv2");
-    const int ho = c1.out_dim(h), wo = c1.out_dim(w);
-    const size_t out_elems = size_t(n) * ho * wo * c2.out;
-    // Shortcut first (it reads the block input).
-    const float* shortcut = cur;
-    if (ops.count(p + "down_conv")) {
-      float* sc = sized(s.f1, out_elems);
-      layer_from_float(op(p + "down_conv"), cur, n, h, w, sc, false, s, inner);
-      shortcut = sc;
-    }
-    // conv1 -> BN1 -> ReLU -> requantized for conv2.
-    BS_CHECK(c1.integer && c2.integer, "block ", blk, ": quantized convs expected");
-    uint8_t* q = sized(s.q0, size_t(n) * h * w * c);
-    quantize(cur, size_t(n) * h * w * c, c1.act_inv, c1.act_qmax, q);
-    gemm_int(c1, q, n, h, w, s, inner);
-    uint8_t* q2 = sized(s.q1, size_t(n) * ho * wo * c1.out);
-    epi_requant(c1, s.acc.data(), n * ho * wo, c2, q2);
-    gemm_int(c2, q2, n, ho, wo, s, inner);
-    // relu(BN2 + shortcut): written into the buffer not holding the shortcut.
-    // (With a projection shortcut, the block input in f0 has been read by both convs already.)
-    float* out = (shortcut == s.f0.data()) ? sized(s.f2, out_elems) : sized(s.f0, out_elems);
-    epi_residual(c2, s.acc.data(), n * ho * wo, shortcut, out);
-    // Keep the stream in f0.
-    if (out != s.f0.data()) std::swap(s.f0, s.f2);
-    cur = s.f0.data();
-    h = ho, w = wo, c = c2.out;
-  }
-  float* feat = sized(s.f1, size_t(n) * c);
-  global_avg_pool(cur, n, h * w, c, feat);
-  head(feat, n, c, logits, s, inner);
-}
-
-void Runtime::Impl::forward_smallcnn(const float* x, int n, int h, int w, float* logits, Scratch& s, int inner) const {
-  const Op &c1 = op("conv1"), &c2 = op("conv2"), &c3 = op("conv3");
-  // conv1 (float input) -> BN -> ReLU -> max pool -> quantized for conv2 (pooling and the
-  // monotone quantizer commute, so the codes are pooled).
-  float* y1 = sized(s.f0, size_t(n) * c1.out_dim(h) * c1.out_dim(w) * c1.out);
-  layer_from_float(c1, x, n, h, w, y1, true, s, inner);
-  h = c1.out_dim(h), w = c1.out_dim(w);
-  float* p1 = sized(s.f1, size_t(n) * (h / 2) * (w / 2) * c1.out);
-  max_pool2(y1, n, h, w, c1.out, p1);
-  h /= 2, w /= 2;
-  BS_CHECK(c2.integer && c3.integer, "smallcnn: quantized conv2/conv3 expected");
-  uint8_t* q = sized(s.q0, size_t(n) * h * w * c1.out);
-  quantize(p1, size_t(n) * h * w * c1.out, c2.act_inv, c2.act_qmax, q);
-  gemm_int(c2, q, n, h, w, s, inner);
-  const int h2 = c2.out_dim(h), w2 = c2.out_dim(w);
-  uint8_t* q2 = sized(s.q1, size_t(n) * h2 * w2 * c2.out);
-  epi_requant(c2, s.acc.data(), n * h2 * w2, c3, q2);
-  uint8_t* pooled = sized(s.q2, size_t(n) * (h2 / 2) * (w2 / 2) * c2.out);
-  max_pool2(q2, n, h2, w2, c2.out, pooled);
-  h = h2 / 2, w = w2 / 2;
-  gemm_int(c3, pooled, n, h, w, s, inner);
-  const int h3 = c3.out_dim(h), w3 = c3.out_dim(w);
-  float* y3 = sized(s.f2, size_t(n) * h3 * w3 * c3.out);
-  epi_float(c3, s.acc.data(), n * h3 * w3, y3, true);
-  float* feat = sized(s.f1, size_t(n) * c3.out);
-  global_avg_pool(y3, n, h3 * w3, c3.out, feat);
-  head(feat, n, c3.out, logits, s, inner);
-}
-
 void Runtime::Impl::forward_tile(const float* x_nchw, int n, int h, int w, float* logits, Scratch& s, int inner) const {
-  // NCHW -> NHWC.
-  const int c = int(meta.in_channels);
-  float* x = sized(s.in, size_t(n) * h * w * c);
-  for (int b = 0; b < n; ++b)
-    for (int j = 0; j < c; ++j)
-      for (int p = 0; p < h * w; ++p) x[(size_t(b) * h * w + p) * c + j] = x_nchw[(size_t(b) * c + j) * h * w + p];
-  if (meta.arch == "resnet20") forward_resnet20(x, n, h, w, logits, s, inner);
-  else forward_smallcnn(x, n, h, w, logits, s, inner);
+  s.slots.resize(size_t(num_slots));
+  s.dims.assign(graph.nodes.size(), Dims());
+  auto fbuf = [&](int v, size_t elems) {
+    return reinterpret_cast<float*>(sized(s.slots[size_t(values[size_t(v)].slot)], elems * sizeof(float)));
+  };
+  auto fin = [&](int v) { return reinterpret_cast<const float*>(s.slots[size_t(values[size_t(v)].slot)].data()); };
+  for (const Step& st : steps) {
+    const Dims d = st.in.empty() ? Dims() : s.dims[size_t(st.in[0])];
+    const size_t elems = size_t(n) * d.h * d.w * d.c;
+    const std::string& name = st.fused.front();
+    switch (st.kind) {
+      case StepKind::kInput: {
+        const int c = int(in_channels);
+        float* x = fbuf(st.value, size_t(n) * h * w * c);
+        for (int b = 0; b < n; ++b)
+          for (int j = 0; j < c; ++j)
+            for (int p = 0; p < h * w; ++p) x[(size_t(b) * h * w + p) * c + j] = x_nchw[(size_t(b) * c + j) * h * w + p];
+        s.dims[size_t(st.value)] = Dims{h, w, c};
+        break;
+      }
+      case StepKind::kLayer: run_layer(st, n, s, inner); break;
+      case StepKind::kBatchNorm: {
+        BS_CHECK(int(st.alpha.size()) == d.c, "node '", name, "': ", d.c, " channels for a BatchNorm of ", st.alpha.size());
+        const float* x = fin(st.in[0]);
+        float* y = fbuf(st.value, elems);
+        for (size_t i = 0; i < elems; ++i) y[i] = x[i] * st.alpha[i % size_t(d.c)] + st.beta[i % size_t(d.c)];
+        s.dims[size_t(st.value)] = d;
+        break;
+      }
+      case StepKind::kAct: {
+        const float* x = fin(st.in[0]);
+        float* y = fbuf(st.value, elems);
+        for (size_t i = 0; i < elems; ++i) y[i] = std::min(std::max(x[i], st.lo1), st.hi1);
+        s.dims[size_t(st.value)] = d;
+        break;
+      }
+      case StepKind::kAdd: {
+        const Dims d1 = s.dims[size_t(st.in[1])];
+        BS_CHECK(d1.h == d.h && d1.w == d.w && d1.c == d.c, "node '", name, "': adds ", d.h, " x ", d.w, " x ", d.c,
+                 " to ", d1.h, " x ", d1.w, " x ", d1.c, " (shape mismatch)");
+        const float *x = fin(st.in[0]), *x1 = fin(st.in[1]);
+        float* y = fbuf(st.value, elems);
+        for (size_t i = 0; i < elems; ++i) y[i] = x[i] + x1[i];
+        s.dims[size_t(st.value)] = d;
+        break;
+      }
+      case StepKind::kMaxPool: {
+        const int ho = (d.h + 2 * st.padding - st.kernel) / st.stride + 1, wo = (d.w + 2 * st.padding - st.kernel) / st.stride + 1;
+        BS_CHECK(ho >= 1 && wo >= 1, "node '", name, "': a ", d.h, " x ", d.w, " input is smaller than its kernel");
+        const size_t oe = size_t(n) * ho * wo * d.c;
+        const auto& src = s.slots[size_t(values[size_t(st.in[0])].slot)];
+        if (values[size_t(st.value)].codes) {
+          uint8_t* y = sized(s.slots[size_t(values[size_t(st.value)].slot)], oe);
+          max_pool(src.data(), n, d.h, d.w, d.c, st.kernel, st.stride, st.padding, ho, wo, y);
+        } else {
+          max_pool(reinterpret_cast<const float*>(src.data()), n, d.h, d.w, d.c, st.kernel, st.stride, st.padding, ho,
+                   wo, fbuf(st.value, oe));
+        }
+        s.dims[size_t(st.value)] = Dims{ho, wo, d.c};
+        break;
+      }
+      case StepKind::kAvgPool:
+        BS_CHECK(!values[size_t(st.in[0])].codes, "node '", name, "': average pooling reads codes");
+        global_avg_pool(fin(st.in[0]), n, d.h * d.w, d.c, fbuf(st.value, size_t(n) * d.c));
+        s.dims[size_t(st.value)] = Dims{1, 1, d.c};
+        break;
+      case StepKind::kFlatten:
+        BS_CHECK(d.h == 1 && d.w == 1, "node '", name, "': flattens a ", d.h, " x ", d.w, " map");
+        s.dims[size_t(st.value)] = d;
+        break;
+    }
+  }
+  const Dims d = s.dims[size_t(output)];
+  BS_CHECK(d.c == num_classes && d.h == 1 && d.w == 1 && !values[size_t(output)].codes, "runtime: output '",
+           graph.output, "' is not ", num_classes, " logits per image");
+  std::memcpy(logits, fin(output), sizeof(float) * size_t(n) * d.c);
 }
+
+// ---------------------------------------------------------------------------------------------
 
 Runtime::Runtime(const Artifact& model, RuntimeOptions options) : impl_(std::make_unique<Impl>()) {
-  if (model.master) {
-    impl_->prepare(switch_uniform(model, model.high_bits, options.threads));
-  } else {
-    impl_->prepare(model);
-  }
-  impl_->threads = options.threads > 0 ? options.threads : int(std::max(1u, std::thread::hardware_concurrency()));
   impl_->isa = options.isa == QgemmIsa::kAuto ? qgemm_auto_isa(false) : options.isa;
   BS_CHECK(qgemm_isa_supported(impl_->isa), "GEMM path '", qgemm_isa_name(impl_->isa), "' is not supported on this CPU");
-  for (auto& [_, o] : impl_->ops) {
+  if (model.master) impl_->prepare(switch_uniform(model, model.high_bits, options.threads));
+  else impl_->prepare(model);
+  impl_->threads = options.threads > 0 ? options.threads : int(std::max(1u, std::thread::hardware_concurrency()));
+  for (auto& o : impl_->layers) {
     if (!o.integer || !impl_->use_panels(o)) continue;
     if (o.bits == 8) {
       o.panels.resize(qgemm_panels_bytes(o.out, o.K()));
@@ -608,9 +851,8 @@ Runtime::Runtime(const Artifact& model, RuntimeOptions options) : impl_(std::mak
       qgemm_pack_panels(tmp.data(), o.out, o.K(), o.bits, reinterpret_cast<uint8_t*>(o.panels.data()));
     }
   }
-  impl_->unpack_in_gemm = options.unpack_in_gemm && qgemm_packed_panels_supported();
-  int index = 0;
-  for (auto& [_, o] : impl_->ops) o.index = index++;
+  // In-GEMM unpacking: the VBMI panel kernel where the CPU has it, else the row GEMM's packed path.
+  impl_->unpack_in_gemm = options.unpack_in_gemm;
   BS_CHECK(options.tile >= 1, "runtime tile must be >= 1");
   impl_->tile = options.tile;
 }
@@ -619,11 +861,31 @@ Runtime::~Runtime() = default;
 Runtime::Runtime(Runtime&&) noexcept = default;
 Runtime& Runtime::operator=(Runtime&&) noexcept = default;
 
-int64_t Runtime::num_classes() const { return impl_->meta.num_classes; }
-int64_t Runtime::in_channels() const { return impl_->meta.in_channels; }
+int64_t Runtime::num_classes() const { return impl_->num_classes; }
+int64_t Runtime::in_channels() const { return impl_->in_channels; }
 int Runtime::threads() const { return impl_->threads; }
 QgemmIsa Runtime::isa() const { return impl_->isa; }
 size_t Runtime::weight_bytes() const { return impl_->weight_bytes; }
+
+std::vector<std::string> Runtime::plan() const {
+  static const char* kinds[] = {"input", "layer", "batchnorm", "act", "add", "maxpool", "avgpool", "flatten"};
+  std::vector<std::string> out;
+  for (const auto& st : impl_->steps) {
+    std::ostringstream os;
+    os << kinds[int(st.kind)] << " [";
+    for (size_t i = 0; i < st.fused.size(); ++i) os << (i ? " -> " : "") << st.fused[i];
+    os << "]";
+    if (st.kind == StepKind::kLayer) {
+      const Layer& o = impl_->layers[size_t(st.layer)];
+      os << (o.integer ? (o.depthwise ? " int depthwise" : " int gemm") : " fp64") << " w" << (o.integer ? o.bits : 32);
+      if (o.integer) os << (o.in_q.offset ? " in:s" : " in:u") << int(std::lround(std::log2(o.in_q.hi - o.in_q.lo + 1)));
+    }
+    const Value& v = impl_->values[size_t(st.value)];
+    os << " -> " << (v.codes ? "codes" : "float") << " buf" << v.slot;
+    out.push_back(os.str());
+  }
+  return out;
+}
 
 std::vector<float> Runtime::forward(const float* images, int n, int height, int width) const {
   std::vector<float> logits(size_t(n) * size_t(num_classes()));
@@ -635,8 +897,8 @@ void Runtime::forward(const float* images, int n, int height, int width, float* 
   BS_CHECK(n >= 0 && height > 0 && width > 0, "runtime: bad input size ", n, " x ", height, " x ", width);
   if (n == 0) return;
   const Impl& im = *impl_;
-  const size_t in_elems = size_t(im.meta.in_channels) * height * width;
-  const size_t out_elems = size_t(im.meta.num_classes);
+  const size_t in_elems = size_t(im.in_channels) * height * width;
+  const size_t out_elems = size_t(im.num_classes);
   const int T = im.threads;
   // Packed low-bit weights, unpacked once for this call (the bytes read fall with the width).
   const auto unpacked = im.unpack_all();
@@ -652,6 +914,7 @@ void Runtime::forward(const float* images, int n, int height, int width, float* 
   }
   // Many images: each thread runs whole tiles (no synchronisation inside the network).
   const int tiles = (n + im.tile - 1) / im.tile;
+  std::string error;
 #pragma omp parallel num_threads(T)
   {
     Scratch s;
@@ -659,9 +922,15 @@ void Runtime::forward(const float* images, int n, int height, int width, float* 
 #pragma omp for schedule(dynamic, 1)
     for (int t = 0; t < tiles; ++t) {
       const int b = t * im.tile, m = std::min(im.tile, n - b);
-      im.forward_tile(images + size_t(b) * in_elems, m, height, width, logits + size_t(b) * out_elems, s, 1);
+      try {
+        im.forward_tile(images + size_t(b) * in_elems, m, height, width, logits + size_t(b) * out_elems, s, 1);
+      } catch (const Error& e) {
+#pragma omp critical
+        error = e.what();
+      }
     }
   }
+  BS_CHECK(error.empty(), error);
 }
 
 }  // namespace bitswitch::deploy

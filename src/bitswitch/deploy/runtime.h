@@ -1,20 +1,23 @@
 // The integer runtime: inference from a switched artifact with integer arithmetic, no LibTorch.
 // (SPEC.md Sec. 7; paper Sec. 3.1: the deployed l-bit model is the trained l-bit model.)
 //
-// Every quantized conv/linear runs as: input activations quantized to uint8 codes at the layer's
-// width and scale (exactly the training quantizer: clamp(x / a, 0, 2^b - 1) rounded half to
-// even), int8 or bit-packed l-bit weight codes, an integer GEMM with int32 accumulation
-// (qgemm.h: AVX-512 VNNI / AVX2 / scalar chosen at run time; packed codes unpacked inside the
-// GEMM loop), then a per-channel epilogue with BN folded in: y = acc * M_c + B_c with
-// M_c = a * s_c * gamma_c / sqrt(var_c + eps), B_c = beta_c - mean_c * gamma_c / sqrt(var_c + eps).
-// Where the consumer is another quantized layer (conv -> BN -> ReLU -> conv), the epilogue
-// requantizes straight to the next layer's uint8 codes. Residual streams (block outputs, which
-// training keeps in float and each consumer quantizes with its own scale) are float32, as are
-// the full-precision first conv and last linear layer, pooling and the logits.
+// The runtime interprets the artifact's op graph (format/graph.h); it knows no architecture.
+// At load it fuses every conv/linear with the nodes that only it feeds: BatchNorm, ReLU/ReLU6, a
+// residual add (and the ReLU after it), and the next layers' input quantizer. Every quantized
+// conv/linear then runs as: input activation codes (unsigned: clamp(x / a, 0, 2^b - 1); signed:
+// clamp(x / a, -2^(b-1), 2^(b-1) - 1), stored +128 as u8; both rounded half to even, exactly the
+// training quantizer), int8 or bit-packed l-bit weight codes, an integer GEMM with int32
+// accumulation (qgemm.h: AVX-512 VNNI / AVX2 / scalar chosen at run time; 1x1 convs read the
+// activations in place; depthwise convs use dwconv.h), plus the signed-input correction
+// -128 sum_k w (exact), then a per-channel epilogue with BN folded in:
+// y = (acc * a s_c + bias_c) * alpha_c + beta_c, alpha_c = gamma_c / sqrt(var_c + eps),
+// beta_c = beta_bn_c - mean_c alpha_c, then the activations, the residual add, and either the
+// next layer's codes or float32. Full-precision layers (the FP first conv and last linear) run in
+// double and are rounded to float once. This is the arithmetic of nn::set_integer_eval, so the
+// outputs match the integer-exact evaluation of the checkpoint up to the summation order of
+// global average pooling (tests/test_deploy_equivalence.cpp).
 //
-// Outputs match the trained fake-quant network up to float rounding (the integer GEMM is exact;
-// training computes the same sums in float): see tests/test_deploy_equivalence.cpp.
-// Architectures: resnet20, smallcnn (the graph is built from the artifact's arch).
+// Values live in buffers planned at load (a buffer is reused once its value is dead).
 #pragma once
 #include <memory>
 #include <string>
@@ -29,11 +32,17 @@ struct RuntimeOptions {
   int threads = 0;                   // 0: all hardware threads
   QgemmIsa isa = QgemmIsa::kAuto;    // force a GEMM path (tests, benchmarks)
   int tile = 4;                      // images per working tile of one thread
-  // Low-bit weights (AVX-512 VNNI + VBMI CPUs) stay bit-packed in panel order. By default each
-  // inference call unpacks them once into int8 panels shared by its tiles; with unpack_in_gemm
-  // the GEMM unpacks 64 codes at a time inside its K loop instead (less memory, slower on Zen 4).
+  // Low-bit weights stay bit-packed in memory (in panel order on AVX-512 VNNI + VBMI CPUs, in rows
+  // otherwise). By default each inference call unpacks them once into int8 panels or rows shared
+  // by its tiles; with unpack_in_gemm the GEMM unpacks them inside its K loop instead (less
+  // memory, slower: on Zen 4 with VBMI, and on AVX2 where it costs ~1.3-1.5x at ImageNet shapes).
   bool unpack_in_gemm = false;
 };
+
+// Throws bitswitch::Error naming the layer and the reason when `a` holds something the runtime
+// cannot run (a grouped conv that is not depthwise, a depthwise conv on a float input, ...).
+// `bitswitch export` calls it, so such a model is refused at export time.
+void check_deployable(const Artifact& a);
 
 class Runtime {
  public:
@@ -53,7 +62,9 @@ class Runtime {
   int64_t in_channels() const;
   int threads() const;
   QgemmIsa isa() const;          // the GEMM path in use
-  size_t weight_bytes() const;   // resident weight bytes (packed codes, FP weights)
+  size_t weight_bytes() const;   // resident weight bytes (codes, packed codes, FP weights)
+  // The execution plan, one line per step (fused nodes, value kinds, buffers).
+  std::vector<std::string> plan() const;
 
  private:
   struct Impl;

@@ -12,6 +12,7 @@
 // follows a ReLU/ReLU6 and uses the unsigned one (SPEC Sec. 2).
 #include <torch/torch.h>
 
+#include "bitswitch/models/graph_nodes.h"
 #include "bitswitch/models/registry_impl.h"
 #include "bitswitch/nn/layers.h"
 
@@ -33,6 +34,13 @@ class ConvBnImpl : public torch::nn::Module {
     auto y = bn(conv(x));
     if (act_ == Act::kRelu) return torch::relu(y);
     if (act_ == Act::kRelu6) return torch::clamp(y, 0, 6);
+    return y;
+  }
+  // `p`: this module's path with a trailing dot.
+  std::string graph(format::GraphBuilder& g, const std::string& p, const std::string& x) const {
+    auto y = conv_bn_nodes(g, p + "0", *conv, p + "1", x);
+    if (act_ == Act::kRelu) return g.relu(y);
+    if (act_ == Act::kRelu6) return g.relu6(y);
     return y;
   }
   nn::QConv2d conv{nullptr};
@@ -80,6 +88,13 @@ class ResBlockImpl : public torch::nn::Module {
     if (conv3) y = bn3(conv3(y));
     return torch::relu(y + (downsample ? downsample(x) : x));
   }
+  std::string graph(format::GraphBuilder& g, const std::string& p, const std::string& x) const {
+    auto y = conv_bn_nodes(g, p + "conv1", *conv1, p + "bn1", x);
+    y = conv_bn_nodes(g, p + "conv2", *conv2, p + "bn2", y);
+    if (conv3) y = conv_bn_nodes(g, p + "conv3", *conv3, p + "bn3", y);
+    const auto shortcut = downsample ? downsample->graph(g, p + "downsample.", x) : x;
+    return g.relu(g.add(y, shortcut));
+  }
 
   nn::QConv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
   nn::SwitchableBatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
@@ -111,6 +126,17 @@ class ResNetImpl : public ModelImpl {
       for (auto& m : *layer) y = m->as<ResBlock>()->forward(y);
     y = torch::adaptive_avg_pool2d(y, {1, 1}).flatten(1);
     return fc(y);
+  }
+  format::Graph graph() const override {
+    format::GraphBuilder g;
+    auto y = g.relu(conv_bn_nodes(g, "conv1", *conv1, "bn1", g.input(conv1->options().in_channels())));
+    y = g.maxpool(y, 3, 2, 1);
+    for (size_t s = 0; s < layers_.size(); ++s)
+      for (size_t b = 0; b < layers_[s]->size(); ++b)
+        y = layers_[s].ptr()->ptr(b)->as<ResBlock>()->graph(
+            g, "layer" + std::to_string(s + 1) + "." + std::to_string(b) + ".", y);
+    y = g.flatten(g.global_avgpool(y));
+    return g.finish(linear_node(g, "fc", *fc, y));
   }
 
   nn::QConv2d conv1{nullptr};
@@ -145,6 +171,15 @@ class InvertedResidualImpl : public torch::nn::Module {
     auto y = expand_ ? expand_(x) : x;
     y = project_bn_(project_(dw_(y)));
     return residual_ ? x + y : y;
+  }
+  std::string graph(format::GraphBuilder& g, const std::string& p, const std::string& x) const {
+    int idx = 0;
+    auto next = [&] { return p + "conv." + std::to_string(idx++); };
+    auto y = expand_ ? expand_->graph(g, next() + ".", x) : x;
+    y = dw_->graph(g, next() + ".", y);
+    const std::string proj = next(), proj_bn = next();
+    y = conv_bn_nodes(g, proj, *project_, proj_bn, y);
+    return residual_ ? g.add(x, y) : y;
   }
 
  private:
@@ -189,6 +224,18 @@ class MobileNetV2Impl : public ModelImpl {
     }
     y = torch::adaptive_avg_pool2d(y, {1, 1}).flatten(1);
     return fc_(dropout_(y));
+  }
+  format::Graph graph() const override {
+    format::GraphBuilder g;
+    auto y = g.input(features_.ptr()->ptr(0)->as<ConvBn>()->conv->options().in_channels());
+    for (size_t i = 0; i < features_->size(); ++i) {
+      const auto m = features_.ptr()->ptr(i);
+      const std::string p = "features." + std::to_string(i) + ".";
+      y = (i == 0 || i + 1 == features_->size()) ? m->as<ConvBn>()->graph(g, p, y)
+                                                 : m->as<InvertedResidual>()->graph(g, p, y);
+    }
+    y = g.flatten(g.global_avgpool(y));  // the dropout is the identity at inference
+    return g.finish(linear_node(g, "classifier.1", *fc_, y));
   }
 
  private:

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "bitswitch/format/graph.h"
 #include "bitswitch/nn/bit_config.h"
 #include "bitswitch/quant/fake_quant.h"
 
@@ -28,6 +29,10 @@ struct ModelSpec {
 class ModelImpl : public torch::nn::Module {
  public:
   virtual torch::Tensor forward(const torch::Tensor& x) = 0;
+  // The inference computation as an op graph (format/graph.h), emitted by the model from its own
+  // modules: what `bitswitch export` stores and the integer runtime runs. A model that does not
+  // describe itself cannot be exported (the default throws, naming the model).
+  virtual format::Graph graph() const;
 };
 using Model = std::shared_ptr<ModelImpl>;
 

@@ -41,3 +41,9 @@ Model create_model(const ModelSpec& spec) {
 }
 
 }  // namespace bitswitch::models
+
+namespace bitswitch::models {
+format::Graph ModelImpl::graph() const {
+  fail("model '", name(), "' does not describe its inference graph (models::ModelImpl::graph), so it cannot be exported");
+}
+}  // namespace bitswitch::models

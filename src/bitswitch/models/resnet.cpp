@@ -2,6 +2,7 @@
 // with 1x1 projection shortcuts, and a small fast CNN; both multi-precision (SPEC.md Sec. 2-3).
 #include <torch/torch.h>
 
+#include "bitswitch/models/graph_nodes.h"
 #include "bitswitch/models/registry_impl.h"
 #include "bitswitch/nn/layers.h"
 
@@ -40,6 +41,13 @@ class BasicBlockImpl : public torch::nn::Module {
     auto shortcut = down_conv ? down_bn(down_conv(x)) : x;
     return torch::relu(y + shortcut);
   }
+  // The same computation as graph nodes; `p` is the block's module path with a trailing dot.
+  std::string graph(format::GraphBuilder& g, const std::string& p, const std::string& x) const {
+    auto y = conv_bn_nodes(g, p + "conv1", *conv1, p + "bn1", x);
+    y = conv_bn_nodes(g, p + "conv2", *conv2, p + "bn2", y);
+    const auto shortcut = down_conv ? conv_bn_nodes(g, p + "down_conv", *down_conv, p + "down_bn", x) : x;
+    return g.relu(g.add(y, shortcut));
+  }
 
   QConv2d conv1{nullptr}, conv2{nullptr}, down_conv{nullptr};
   SwitchableBatchNorm2d bn1{nullptr}, bn2{nullptr}, down_bn{nullptr};
@@ -72,6 +80,14 @@ class ResNetCifarImpl : public ModelImpl {
     y = torch::adaptive_avg_pool2d(y, {1, 1}).flatten(1);
     return fc(y);
   }
+  format::Graph graph() const override {
+    format::GraphBuilder g;
+    auto y = g.relu(conv_bn_nodes(g, "stem", *stem, "stem_bn", g.input(stem->options().in_channels())));
+    for (size_t i = 0; i < blocks->size(); ++i)
+      y = blocks.ptr()->ptr(i)->as<BasicBlock>()->graph(g, "blocks." + std::to_string(i) + ".", y);
+    y = g.flatten(g.global_avgpool(y));
+    return g.finish(linear_node(g, "fc", *fc, y));
+  }
 
   QConv2d stem{nullptr};
   SwitchableBatchNorm2d stem_bn{nullptr};
@@ -100,6 +116,15 @@ class SmallCnnImpl : public ModelImpl {
     y = torch::relu(bn3(conv3(y)));
     y = torch::adaptive_avg_pool2d(y, {1, 1}).flatten(1);
     return fc(y);
+  }
+  format::Graph graph() const override {
+    format::GraphBuilder g;
+    auto y = g.relu(conv_bn_nodes(g, "conv1", *conv1, "bn1", g.input(conv1->options().in_channels())));
+    y = g.maxpool(y, 2, 2, 0);
+    y = g.maxpool(g.relu(conv_bn_nodes(g, "conv2", *conv2, "bn2", y)), 2, 2, 0);
+    y = g.relu(conv_bn_nodes(g, "conv3", *conv3, "bn3", y));
+    y = g.flatten(g.global_avgpool(y));
+    return g.finish(linear_node(g, "fc", *fc, y));
   }
 
   QConv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};

@@ -67,6 +67,12 @@ inline float act_code(float x, float inv, float qmax) {
   return round_half_even_small(std::min(std::max(x * inv, 0.0f), qmax));
 }
 
+// Signed activation code (QuantOptions::signed_input, MobileNetV2's linear bottlenecks), as a
+// float: clamp(x / a, -2^(b-1), 2^(b-1) - 1) rounded half to even, inv = 1 / a in float.
+inline float signed_act_code(float x, float inv, float qmin, float qmax) {
+  return round_half_even_small(std::min(std::max(x * inv, qmin), qmax));
+}
+
 // First rounding of v_h = w / s to its h-bit code (clamp, then round half to even).
 inline int32_t first_round(float vh, int high_bits) {
   const float v = std::min(std::max(vh, float(signed_qmin(high_bits))), float(signed_qmax(high_bits)));

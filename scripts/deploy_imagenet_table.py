@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Markdown tables of the ImageNet-scale deployment benchmark (scripts/bench_deploy.sh --imagenet):
+bitswitch's integer runtime at 8/4/2 bits, LibTorch FP32 and torch.ao eager INT8 side by side,
+GMAC/s next to the measured AVX2 int8 peak. Usage: deploy_imagenet_table.py OUT_DIR"""
+import json
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+out = sys.argv[1]
+bs = json.load(open(f"{out}/bitswitch_imagenet.json"))
+th = json.load(open(f"{out}/torch_imagenet.json"))
+peak = json.load(open(f"{out}/int8_peak.json"))
+lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+model_name = next((l.split(":", 1)[1].strip() for l in lscpu.splitlines() if l.startswith("Model name")), "?")
+flags = next((l.split(":", 1)[1].split() for l in lscpu.splitlines() if l.startswith("Flags")), [])
+simd = " ".join(f for f in flags if f.startswith(("avx", "fma", "vnni")) or f in ("bmi2",))
+load = open("/proc/loadavg").read().split()[:3]
+
+print(f"## 0. ImageNet-scale integer runtime (3x224x224, 1000 classes)\n")
+print(f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {model_name} ({simd}; no AVX-512, no VNNI), "
+      f"2 cores; load average at the end of the run {' '.join(load)} (the machine was shared with other jobs, "
+      f"so absolute numbers are noisy; each row is a median). Command: `scripts/bench_deploy.sh --imagenet`.\n")
+pk = peak["avx2_vpmaddwd_peak_gmac_per_s_per_core"]
+print(f"This CPU's int8 peak for the runtime's AVX2 GEMM sequence (u8/s8 widened to int16, vpmaddwd + vpaddd, "
+      f"`bench/bench_int8_peak.cpp`): **{pk:.1f} GMAC/s per core** ({2 * pk:.1f} on 2 cores); the vpmaddubsw "
+      f"sequence, which saturates for u8 x s8 and is not used, {peak['avx2_vpmaddubsw_peak_gmac_per_s_per_core']:.1f}. "
+      f"The AVX2 qgemm on a cache-resident 196x256x2304 shape: {peak['qgemm_avx2_196x256x2304_gmac_per_s']:.1f} GMAC/s.\n")
+tv = {}
+for r in th["speed"]:
+    tv[(r["model"], r["variant"], r["threads"], r["batch"])] = r
+for m in bs["models"]:
+    name, macs = m["model"], m["macs_per_image"]
+    print(f"### {name} ({macs / 1e9:.2f} GMAC per image, runtime GEMM path {m.get('isa', '?')})\n")
+    print("| variant | threads | batch | ms/batch | images/s | GMAC/s | % of int8 peak (threads x per-core) |")
+    print("|---|---|---|---|---|---|---|")
+    rows = []
+    for r in m["runs"]:
+        label = "LibTorch FP32" if r["variant"] == "libtorch_fp32" else f"bitswitch int w{r['bits']}"
+        rows.append((r["threads"], r["batch"], label, r["ms_per_batch"], r["images_per_s"], r["gmac_per_s"]))
+    for (mm, variant, t, b), r in tv.items():
+        if mm != name:
+            continue
+        if "error" in r:
+            rows.append((t, b, variant + " (failed: " + r["error"][:60] + ")", float("nan"), float("nan"), float("nan")))
+        else:
+            rows.append((t, b, variant, r["ms_per_batch"], r["images_per_s"], macs * b / r["ms_per_batch"] / 1e6))
+    for t, b, label, ms, ips, g in sorted(rows, key=lambda x: (x[0], x[1], x[2])):
+        pct = 100 * g / (pk * t) if g == g else float("nan")
+        print(f"| {label} | {t} | {b} | {ms:.1f} | {ips:.1f} | {g:.1f} | {pct:.0f}% |")
+    wb = m["weight_bytes"]
+    print("\nResident weight bytes of the runtime: " + ", ".join(f"w{b}: {int(v):,}" for b, v in sorted(wb.items(), reverse=True)) + "\n")
+    # Ratios against the torch.ao engine of this model.
+    eng = "torch_ao_int8_qnnpack" if name == "mobilenetv2" else "torch_ao_int8_onednn"
+    for t in (1, 2):
+        for b in (1, 16):
+            ours = next((r for r in m["runs"] if r["variant"] == "bitswitch_int" and r["bits"] == 8 and r["threads"] == t and r["batch"] == b), None)
+            ref = tv.get((name, eng, t, b))
+            if ours and ref and "error" not in ref:
+                print(f"- w8 vs {eng}, {t} thread(s), batch {b}: throughput {ref['ms_per_batch'] / ours['ms_per_batch']:.2f}x, "
+                      f"latency {ours['ms_per_batch'] / ref['ms_per_batch']:.2f}x of theirs")
+    print()
