@@ -166,6 +166,10 @@ QuantLayer::IntegerOperands QuantLayer::integer_operands(const torch::Tensor& x,
 torch::Tensor QuantLayer::integer_product(const IntegerOperands& ops,
                                           const std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&)>& op) {
   if (!ops.out_scale.defined()) return op(ops.x, ops.w);  // real values, in double
+  // On a GPU, float convolutions may run algorithms that are not exact on integers (Winograd,
+  // FFT, TF32 inputs). In double, any of them stays far within 0.5 of the exact integer sums
+  // (|sum| <= bound), so rounding recovers those sums exactly.
+  if (ops.x.is_cuda()) return op(ops.x.to(torch::kFloat64), ops.w.to(torch::kFloat64)).round();
   // Integer codes: every partial sum of a float GEMM/convolution is exact while the sum of
   // |products| stays within 2^24, whatever the summation order or use of FMA.
   constexpr double kExact = double(1 << 24);

@@ -9,6 +9,14 @@
 #include <cmath>
 #include <cstdint>
 
+// BITSWITCH_HD: the scalar definitions below are also the device functions of the CUDA kernels
+// (quant/cuda/kernels.cu, compiled by nvcc with --expt-relaxed-constexpr for std::min/max).
+#if defined(__CUDACC__)
+#define BITSWITCH_HD __host__ __device__
+#else
+#define BITSWITCH_HD
+#endif
+
 namespace bitswitch::quant {
 
 // How q_h / 2^d is rounded to an integer. kHalfUp is the default: (q + 2^(d-1)) >> d.
@@ -18,12 +26,12 @@ enum class SecondRounding : int { kHalfUp = 0, kFloor = 1 };
 constexpr int kMinBits = 2;
 constexpr int kMaxBits = 8;
 
-constexpr int32_t signed_qmin(int bits) { return -(1 << (bits - 1)); }
-constexpr int32_t signed_qmax(int bits) { return (1 << (bits - 1)) - 1; }
-constexpr int32_t unsigned_qmax(int bits) { return (1 << bits) - 1; }
+BITSWITCH_HD constexpr int32_t signed_qmin(int bits) { return -(1 << (bits - 1)); }
+BITSWITCH_HD constexpr int32_t signed_qmax(int bits) { return (1 << (bits - 1)) - 1; }
+BITSWITCH_HD constexpr int32_t unsigned_qmax(int bits) { return (1 << bits) - 1; }
 
 // The second rounding's offset: 2^(d-1) for half-up, 0 for floor and for d = 0.
-constexpr int32_t second_round_offset(int d, SecondRounding mode) {
+BITSWITCH_HD constexpr int32_t second_round_offset(int d, SecondRounding mode) {
   return d > 0 && mode == SecondRounding::kHalfUp ? int32_t(1) << (d - 1) : 0;
 }
 
@@ -31,19 +39,19 @@ constexpr int32_t second_round_offset(int d, SecondRounding mode) {
 // arithmetic shift on int32. This form, with the offset of second_round_offset precomputed, is
 // what vector loops call; every other form (the float reference, the AVX-512 kernel) is tested
 // against it on every int8 code and every d (tests/test_quant.cpp).
-constexpr int32_t second_round(int32_t q_high, int d, int32_t offset) { return (q_high + offset) >> d; }
+BITSWITCH_HD constexpr int32_t second_round(int32_t q_high, int d, int32_t offset) { return (q_high + offset) >> d; }
 
-constexpr int32_t second_round(int32_t q_high, int d, SecondRounding mode) {
+BITSWITCH_HD constexpr int32_t second_round(int32_t q_high, int d, SecondRounding mode) {
   return second_round(q_high, d, second_round_offset(d, mode));
 }
 
 // Clamp of a code to the signed `bits`-bit range.
-constexpr int32_t clamp_signed(int32_t q, int bits) {
+BITSWITCH_HD constexpr int32_t clamp_signed(int32_t q, int bits) {
   return std::min(std::max(q, signed_qmin(bits)), signed_qmax(bits));
 }
 
 // The l-bit code derived from the h-bit code: second rounding then clamp to the l-bit range.
-constexpr int32_t derive_code(int32_t q_high, int high_bits, int low_bits, SecondRounding mode) {
+BITSWITCH_HD constexpr int32_t derive_code(int32_t q_high, int high_bits, int low_bits, SecondRounding mode) {
   return clamp_signed(second_round(q_high, high_bits - low_bits, mode), low_bits);
 }
 
@@ -56,25 +64,25 @@ inline double lsq_grad_scale(int64_t elements, int32_t qmax, int extra_pow2 = 0)
 
 // Round half to even for |x| < 2^22 using the float magic number; exact and vectorisable.
 // Callers clamp first (clamp and round commute because the bounds are integers).
-inline float round_half_even_small(float x) {
+BITSWITCH_HD inline float round_half_even_small(float x) {
   constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
   return (x + kMagic) - kMagic;
 }
 
 // Unsigned activation code (SPEC Sec. 2), as a float: clamp(x / a, 0, 2^b - 1) rounded half to
 // even, with inv = 1 / a computed in float. Training's quantizer and the integer runtime share it.
-inline float act_code(float x, float inv, float qmax) {
+BITSWITCH_HD inline float act_code(float x, float inv, float qmax) {
   return round_half_even_small(std::min(std::max(x * inv, 0.0f), qmax));
 }
 
 // Signed activation code (QuantOptions::signed_input, MobileNetV2's linear bottlenecks), as a
 // float: clamp(x / a, -2^(b-1), 2^(b-1) - 1) rounded half to even, inv = 1 / a in float.
-inline float signed_act_code(float x, float inv, float qmin, float qmax) {
+BITSWITCH_HD inline float signed_act_code(float x, float inv, float qmin, float qmax) {
   return round_half_even_small(std::min(std::max(x * inv, qmin), qmax));
 }
 
 // First rounding of v_h = w / s to its h-bit code (clamp, then round half to even).
-inline int32_t first_round(float vh, int high_bits) {
+BITSWITCH_HD inline int32_t first_round(float vh, int high_bits) {
   const float v = std::min(std::max(vh, float(signed_qmin(high_bits))), float(signed_qmax(high_bits)));
   return static_cast<int32_t>(round_half_even_small(v));
 }

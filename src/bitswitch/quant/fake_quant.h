@@ -11,8 +11,9 @@
 namespace bitswitch::quant {
 
 enum class Impl : int {
-  kAuto = 0,       // fused kernel for float32 CPU tensors, reference otherwise
-  kFused = 1,      // fused CPU kernel (errors on unsupported tensors)
+  kAuto = 0,       // fused kernel for float32 CPU (or, built with BITSWITCH_CUDA, CUDA) tensors,
+                   // reference otherwise
+  kFused = 1,      // fused kernel, CPU or CUDA (errors on unsupported tensors)
   kReference = 2,  // composed ATen ops
 };
 

@@ -22,6 +22,9 @@
 #include "bitswitch/quant/fake_quant.h"
 #include "bitswitch/util/cpu_features.h"
 #include "bitswitch/util/error.h"
+#if BITSWITCH_CUDA_KERNELS
+#include "bitswitch/quant/cuda/fused_cuda.h"  // CUDA tensors (CMake option BITSWITCH_CUDA)
+#endif
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define BS_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -253,12 +256,19 @@ WeightParams weight_params(float s, const WeightQuantSpec& spec) {
 // The kernels work on the raw buffer, so any dense layout whose first dimension is outermost
 // will do: NCHW or channels-last (NHWC) tensors keep their layout, and a gradient is brought to
 // its input's layout. Other strides are made contiguous.
+#if BITSWITCH_CUDA_KERNELS
+constexpr bool kCudaKernels = true;
+#else
+constexpr bool kCudaKernels = false;
+#endif
+
 c10::MemoryFormat layout_of(const torch::Tensor& t) {
   return t.dim() == 4 ? t.suggest_memory_format() : c10::MemoryFormat::Contiguous;
 }
 
 void check_fused(const torch::Tensor& t, const char* what) {
-  BS_CHECK(fused_supported(t), "fused quantizer kernel needs a float32 CPU tensor for `", what,
+  BS_CHECK(fused_supported(t), "fused quantizer kernel needs a float32 CPU", (kCudaKernels ? " or CUDA" : ""),
+           " tensor for `", what,
            "`, got ", t.scalar_type(), " on ", t.device());
 }
 
@@ -281,12 +291,15 @@ BackwardPathCounts backward_path_counts() {
 }
 
 bool fused_supported(const torch::Tensor& t) {
-  return t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && !t.is_sparse();
+  return (t.device().is_cpu() || (kCudaKernels && t.is_cuda())) && t.scalar_type() == torch::kFloat32 && !t.is_sparse();
 }
 
 torch::Tensor act_forward_fused(const torch::Tensor& x_in, const torch::Tensor& scale, int bits) {
   check_fused(x_in, "x");
   const auto x = x_in.contiguous(layout_of(x_in));
+#if BITSWITCH_CUDA_KERNELS
+  if (x.is_cuda()) return cuda::act_forward(x, scale, bits);
+#endif
   auto y = torch::empty_like(x);
   const float a = scale.item<float>();
   const float inv = 1.0f / a, qp = static_cast<float>(unsigned_qmax(bits));
@@ -305,10 +318,14 @@ std::pair<torch::Tensor, torch::Tensor> act_backward_fused(const torch::Tensor& 
   check_fused(grad_in, "grad");
   const auto x = x_in.contiguous(layout_of(x_in));
   const auto g = grad_in.contiguous(layout_of(x));
+  const int64_t n = x.numel();
+  const double gscale = lsq_grad_scale(n, unsigned_qmax(bits));
+#if BITSWITCH_CUDA_KERNELS
+  if (x.is_cuda()) return cuda::act_backward(g, x, scale, bits, relu, gscale);
+#endif
   auto gx = torch::empty_like(x);
   const float a = scale.item<float>();
   const float inv = 1.0f / a, qp = static_cast<float>(unsigned_qmax(bits));
-  const int64_t n = x.numel();
   const int64_t chunks = (n + kChunk - 1) / kChunk;
   std::vector<double> partial(static_cast<size_t>(chunks), 0.0);
   const float* xp = x.data_ptr<float>();
@@ -322,7 +339,6 @@ std::pair<torch::Tensor, torch::Tensor> act_backward_fused(const torch::Tensor& 
   });
   double acc = 0.0;
   for (double v : partial) acc += v;
-  const double gscale = lsq_grad_scale(n, unsigned_qmax(bits));
   auto gs = torch::full_like(scale, static_cast<float>(acc * gscale));
   return {gx, gs};
 }
@@ -332,6 +348,9 @@ torch::Tensor weight_forward_fused(const torch::Tensor& w_in, const torch::Tenso
   check_fused(w_in, "w");
   const auto w = w_in.contiguous(layout_of(w_in));
   const auto scale = scale_in.contiguous().to(torch::kFloat32);
+#if BITSWITCH_CUDA_KERNELS
+  if (w.is_cuda()) return cuda::weight_forward(w, scale, spec);
+#endif
   auto y = torch::empty_like(w);
   const int64_t channels = w.size(0);
   const int64_t per = channels ? w.numel() / channels : 0;
@@ -360,6 +379,12 @@ std::pair<torch::Tensor, torch::Tensor> weight_backward_fused(const torch::Tenso
   const int64_t channels = w.size(0);
   const int64_t per = channels ? w.numel() / channels : 0;
   const double gscale = weight_grad_scale(per, spec);
+#if BITSWITCH_CUDA_KERNELS
+  if (w.is_cuda()) {
+    auto r = cuda::weight_backward(g, w, scale, spec, gscale);
+    return {r.first, r.second.view(scale_in.sizes())};
+  }
+#endif
   const float* wp = w.data_ptr<float>();
   const float* gp = g.data_ptr<float>();
   const float* sp = scale.data_ptr<float>();

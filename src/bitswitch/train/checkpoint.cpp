@@ -80,7 +80,7 @@ Checkpoint::Checkpoint(const std::string& path, c10::optional<torch::Device> dev
   BS_CHECK(std::filesystem::exists(path), "checkpoint '", path, "' does not exist");
   archive_ = std::make_unique<torch::serialize::InputArchive>();
   try {
-    archive_->load_from(path, device);
+    archive_->load_from(path, device.value_or(torch::Device(torch::kCPU)));
   } catch (const c10::Error& e) {
     const std::string msg = e.what_without_backtrace();
     fail("checkpoint '", path, "' is corrupt or not a bitswitch checkpoint (", msg.substr(0, msg.find('\n')), ")");

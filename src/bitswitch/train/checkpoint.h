@@ -40,7 +40,8 @@ void save_checkpoint(const std::string& path, const CheckpointData& data);
 class Checkpoint {
  public:
   // Opens and validates `path`; errors name the file. Tensors (model, optimizer state, extras)
-  // are loaded onto `device` (default: where they were saved from), e.g. the training GPU.
+  // are loaded onto `device` (default: the CPU, so that a checkpoint written on a GPU opens on a
+  // machine without one), e.g. the training GPU when resuming there.
   explicit Checkpoint(const std::string& path, c10::optional<torch::Device> device = c10::nullopt);
   const nlohmann::json& meta() const { return meta_; }
   models::ModelSpec spec() const;

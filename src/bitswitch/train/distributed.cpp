@@ -41,6 +41,7 @@
 #include "bitswitch/nn/layers.h"
 #include "bitswitch/util/error.h"
 #include "bitswitch/util/parse.h"
+#include "bitswitch/util/torch_compat.h"
 
 extern char** environ;
 
@@ -148,11 +149,7 @@ torch::Device resolve_device(const std::string& device, int local_rank) {
 // ---------------- process group ----------------
 
 #if BITSWITCH_HAVE_C10D
-#if TORCH_VERSION_MAJOR >= 2
-using PgBase = c10d::Backend;  // LibTorch 2.x: the backends derive from Backend
-#else
-using PgBase = c10d::ProcessGroup;
-#endif
+using PgBase = compat::ProcessGroupBase;
 
 struct Distributed::Group {
   c10::intrusive_ptr<c10d::Store> store;
