@@ -155,7 +155,7 @@ const std::vector<std::pair<std::string, Field>>& fields() {
   static const std::vector<std::pair<std::string, Field>> f = {
       BS_FIELD(model, std::string, "architecture: resnet20, smallcnn, resnet18, resnet50 or mobilenetv2"),
       BS_FIELD(dataset, std::string,
-               "fashion-mnist (default, from the Debian package), cifar10, cifar100 or imagefolder (data_dir/train/<class>/*.JPEG and data_dir/val/<class>/*.JPEG; one process only: refused with nproc > 1)"),
+               "fashion-mnist (default, from the Debian package), cifar10, cifar100 or imagefolder (data_dir/train/<class>/*.JPEG and data_dir/val/<class>/*.JPEG; with nproc > 1 each rank decodes only its shard)"),
       BS_FIELD(data_dir, std::string, "dataset directory (empty: the dataset's default location)"),
       BS_FIELD(workers, int, "imagefolder: JPEG decoding threads"),
       BS_FIELD(skip_corrupt, bool, "imagefolder: skip a corrupt image with a warning (false: stop with an error)"),
@@ -221,7 +221,7 @@ const std::vector<std::pair<std::string, Field>>& fields() {
       BS_FIELD(seed, uint64_t, "random seed (weights, data order, augmentation)"),
       BS_FIELD(log_interval, double, "seconds between progress lines when not on a terminal"),
       BS_FIELD(device, std::string, "device: cpu, cuda (cuda:LOCAL_RANK) or cuda:N (refused without a CUDA LibTorch and a visible GPU N)"),
-      BS_FIELD(nproc, int, "data-parallel processes on this machine; `batch` is the global batch, split across them (refused: batch not divisible by nproc, dataset imagefolder)"),
+      BS_FIELD(nproc, int, "data-parallel processes on this machine; `batch` is the global batch, split across them (refused: batch not divisible by nproc)"),
       BS_FIELD(dist_timeout, double, "seconds a collective or the rendezvous waits for the other ranks before failing"),
       BS_FIELD(bucket_mb, double, "gradient all-reduce bucket size in MB (data-parallel training)"),
   };
