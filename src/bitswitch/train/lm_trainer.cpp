@@ -179,7 +179,23 @@ class LmTrainer {
         Checkpoint init(cfg_.init);
         BS_CHECK(spec_to_json(init.spec()) == spec_to_json(spec_) || init.meta().value("phase", "") == "fp",
                  "`init`: '", cfg_.init, "' was written for model spec ", spec_to_json(init.spec()).dump());
-        init.load_model(*model_, /*strict=*/false);
+        if (init.meta().value("phase", "") == "fp") {
+          // An FP32 start: only the FP weights carry over (the quantizer state of this run may
+          // differ in shape, e.g. group-wise scales, and is initialised on first use).
+          auto source = build(init.spec());
+          init.load_model(*source, /*strict=*/true);
+          torch::NoGradGuard ng;
+          auto src = source->named_parameters();
+          for (auto& p : model_->named_parameters()) {
+            const auto& name = p.key();
+            if (name.size() < 7 || name.compare(name.size() - 7, 7, ".weight") != 0) continue;
+            BS_CHECK(src.contains(name) && src[name].sizes() == p.value().sizes(), "`init`: '", cfg_.init,
+                     "' has no FP tensor '", name, "' of this model's shape");
+            p.value().copy_(src[name]);
+          }
+        } else {
+          init.load_model(*model_, /*strict=*/false);
+        }
         phase = "joint";
         fp_baseline_ = evaluate_lm(*model_, *heldout_windows_, *tokenizer, nn::BitConfig::fp32(), cfg_.eval_windows);
         log(fmt::format("initialised from {}: FP32 held-out perplexity {:.3f}", cfg_.init, fp_baseline_.perplexity));
