@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # LM benchmark (docs/lm.md): from the main LM job's FP32 checkpoint (scripts/run_lm.sh, runs/lm),
 # the same joint run with --no-alrs, and w8, w4, w2 each trained alone (single-width QAT, the same
-# number of steps per width as the joint run). Prints one line per run from its summary.json.
+# number of steps per width as the joint run), and w2 alone with group-wise scales (G = 64). Prints one line per run from its summary.json.
 # Usage: scripts/bench_lm.sh [MAIN_RUN_DIR] (default runs/lm)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,3 +17,4 @@ run() {
 mkdir -p "$(dirname "$main")"
 run "$main-no-alrs" --no-alrs
 for b in 8 4 2; do run "$main-w$b-alone" --set bits=[$b]; done
+run "$main-w2-g64-alone" --set bits=[2] --set arch='{"preset":"tiny","group_size":64}'
