@@ -12,6 +12,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libglpk-dev python3
   libturbojpeg0-dev python3-torch python3-torchvision
+  libsentencepiece-dev fortunes
   dataset-fashion-mnist
 )
 

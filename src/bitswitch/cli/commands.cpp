@@ -18,6 +18,7 @@ int run(int argc, char** argv) {
   add_train_commands(app, table);
   add_deploy_commands(app, table);
   add_mixed_commands(app, table);
+  add_lm_commands(app, table);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

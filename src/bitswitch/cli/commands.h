@@ -37,6 +37,11 @@ void add_deploy_commands(CLI::App& app, CommandTable& table);
 // hessian, search, report (mixed_commands.cpp).
 void add_mixed_commands(CLI::App& app, CommandTable& table);
 
+// lm-train, sample (lm_commands.cpp).
+void add_lm_commands(CLI::App& app, CommandTable& table);
+// `bitswitch eval` of a language-model checkpoint: held-out perplexity and bits per byte per width.
+int run_lm_eval(const std::string& checkpoint, const std::string& bits, int threads);
+
 int run(int argc, char** argv);
 
 }  // namespace bitswitch::cli

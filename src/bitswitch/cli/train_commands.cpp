@@ -178,6 +178,7 @@ struct EvalCommand {
   int run() {
     train::configure_threads(threads);
     train::Checkpoint ck(checkpoint);
+    if (ck.meta().value("task", std::string()) == "lm") return run_lm_eval(checkpoint, bits, threads);
     const auto spec = ck.spec();
     auto model = models::create_model(spec);
     ck.load_model(*model, /*strict=*/true);

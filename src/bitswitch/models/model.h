@@ -3,6 +3,8 @@
 #pragma once
 #include <torch/nn/module.h>
 
+#include <nlohmann/json.hpp>
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,6 +26,9 @@ struct ModelSpec {
   bool exact_scale_grad = false;
   quant::Impl impl = quant::Impl::kAuto;
   bool act_init_mse = false;  // activation-scale init: LSQ (false) or MSE-optimal (true)
+  // Architecture fields beyond the above, for models sized by data (the language model's
+  // layers, width, heads, ...: models/llama.h). Empty for the CNNs.
+  nlohmann::json arch = nlohmann::json::object();
 };
 
 class ModelImpl : public torch::nn::Module {

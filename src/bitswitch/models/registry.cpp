@@ -14,6 +14,7 @@ const std::map<std::string, std::function<Model(const ModelSpec&)>>& registry() 
       {"resnet50", make_resnet50},
       {"mobilenetv2", make_mobilenetv2},
       {"smallcnn", make_small_cnn},
+      {"llama", make_llama},
   };
   return r;
 }

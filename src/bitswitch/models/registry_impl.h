@@ -12,6 +12,7 @@ Model make_small_cnn(const ModelSpec& spec);
 Model make_resnet18(const ModelSpec& spec);
 Model make_resnet50(const ModelSpec& spec);
 Model make_mobilenetv2(const ModelSpec& spec);
+Model make_llama(const ModelSpec& spec);  // models/llama.h
 
 // Quantizer options of the layers that follow the bit config, and of the first conv / last
 // linear (`first_last_bits`; `quantize_input` false for the image input).

@@ -27,13 +27,16 @@ void set_act_init_reducer(ActInitReducer reducer) { act_init_reducer() = std::mo
 
 void QuantLayer::register_quant_state(torch::nn::Module& self, int64_t out_channels, QuantOptions opt) {
   BS_CHECK(!(opt.input_relu() && opt.signed_input()), "a layer with an input ReLU has an unsigned input");
+  BS_CHECK(!(opt.per_token_input() && (opt.input_relu() || opt.signed_input())),
+           "per-token input quantization excludes `input_relu` and `signed_input`");
+  BS_CHECK(opt.group_size() >= 0, "`group_size` must be >= 0, got ", opt.group_size());
   if (opt.fixed_bits() != 0 && opt.fixed_bits() != kFloatBits) opt.bits({opt.fixed_bits()});
   opt.bits(check_bit_list(opt.bits(), "layer bits"));
   qopt_ = opt;
   if (opt.fixed_bits() == kFloatBits) return;  // a full-precision layer holds no quantizer state
   weight_scale_ = self.register_parameter("weight_scale", torch::ones({out_channels}));
   weight_scale_init_ = self.register_buffer("weight_scale_init", torch::zeros({1}));
-  if (opt.quantize_input()) {
+  if (opt.quantize_input() && !opt.per_token_input()) {
     for (int b : opt.bits()) {
       act_scale_[b] = self.register_parameter("act_scale_" + std::to_string(b), torch::ones({1}));
       act_scale_init_[b] = self.register_buffer("act_scale_init_" + std::to_string(b), torch::zeros({1}));
@@ -75,10 +78,18 @@ bool QuantLayer::weight_scale_initialized() const {
   return weight_scale_init_.defined() && weight_scale_init_.item<float>() > 0;
 }
 
+torch::Tensor QuantLayer::scale_view(const torch::Tensor& w) const {
+  const int64_t g = qopt_.group_size();
+  if (g == 0) return w;
+  BS_CHECK(w.dim() == 2 && w.size(1) % g == 0, "group-wise weight scales need a 2-D weight whose row length is a multiple of `group_size` ",
+           g, ", got ", w.sizes());
+  return w.reshape({-1, g});
+}
+
 void QuantLayer::ensure_weight_scale(const torch::Tensor& w) {
   if (weight_scale_initialized()) return;
   torch::NoGradGuard ng;
-  weight_scale_.copy_(quant::init_weight_scale(w, high_bits()));
+  weight_scale_.copy_(quant::init_weight_scale(scale_view(w), high_bits()));
   weight_scale_init_.fill_(1);
 }
 
@@ -104,6 +115,7 @@ torch::Tensor QuantLayer::quant_weight(torch::Tensor& w) {
   if (bits_.weight == kFloatBits) return w;
   ensure_weight_scale(w);
   quant::WeightQuantSpec spec{high_bits(), bits_.weight, qopt_.rounding(), qopt_.exact_scale_grad()};
+  if (qopt_.group_size() > 0) return quant::fake_quant_weight(scale_view(w), weight_scale_, spec, qopt_.impl()).view(w.sizes());
   return quant::fake_quant_weight(w, weight_scale_, spec, qopt_.impl());
 }
 
@@ -113,6 +125,7 @@ torch::Tensor QuantLayer::input_activation(const torch::Tensor& x) const {
 
 torch::Tensor QuantLayer::quant_input(const torch::Tensor& x) {
   if (bits_.act == kFloatBits || !qopt_.quantize_input()) return input_activation(x);
+  if (qopt_.per_token_input()) return quant::fake_quant_per_token(x, 8);
   ensure_act_scale(x);
   auto& scale = act_scale_.at(bits_.act);
   if (qopt_.input_relu()) return quant::fake_quant_act(x, scale, bits_.act, qopt_.impl(), /*relu=*/true);
@@ -126,6 +139,8 @@ torch::Tensor QuantLayer::quant_input(const torch::Tensor& x) {
 }
 
 QuantLayer::IntegerOperands QuantLayer::integer_operands(const torch::Tensor& x, torch::Tensor& w) {
+  BS_CHECK(qopt_.group_size() == 0 && !qopt_.per_token_input(),
+           "integer-exact evaluation does not support group-wise weight scales or per-token inputs");
   IntegerOperands ops;
   if (bits_.weight == kFloatBits) {
     ops.x = x.to(torch::kFloat64);
@@ -204,6 +219,7 @@ QConv2dImpl::QConv2dImpl(QConv2dOptions options) : opt_(std::move(options)) {
   weight = register_parameter("weight", torch::empty({opt_.out_channels(), opt_.in_channels() / g, k, k}));
   torch::nn::init::kaiming_normal_(weight, 0.0, torch::kFanOut, torch::kReLU);
   if (opt_.bias()) bias = register_parameter("bias", torch::zeros({opt_.out_channels()}));
+  BS_CHECK(opt_.quant().group_size() == 0, "QConv2d: group-wise weight scales are for linear layers");
   register_quant_state(*this, opt_.out_channels(), opt_.quant());
 }
 
@@ -239,7 +255,11 @@ QLinearImpl::QLinearImpl(QLinearOptions options) : opt_(std::move(options)) {
     bias = register_parameter("bias", torch::empty({opt_.out_features()}));
     torch::nn::init::uniform_(bias, -bound, bound);
   }
-  register_quant_state(*this, opt_.out_features(), opt_.quant());
+  const int64_t g = opt_.quant().group_size();
+  BS_CHECK(g == 0 || opt_.in_features() % g == 0, "QLinear: `group_size` ", g, " must divide in_features ",
+           opt_.in_features());
+  register_quant_state(*this, g == 0 ? opt_.out_features() : opt_.out_features() * (opt_.in_features() / g),
+                       opt_.quant());
 }
 
 torch::Tensor QLinearImpl::forward(const torch::Tensor& x) {

@@ -36,6 +36,15 @@ struct QuantOptions {
   // saves the ReLU's output and its passes over memory; the results are those of a separate
   // torch::relu. For an input that only this layer reads (ResNet's conv2 after bn1).
   TORCH_ARG(bool, input_relu) = false;
+  // Inputs quantized per token (the last dimension), signed symmetric 8-bit with the dynamic
+  // scale max|x_t| / 127, at every width and without a learned scale (SPEC Sec. 9, W{b}A8;
+  // quant::fake_quant_per_token). For the linear layers of a language model.
+  TORCH_ARG(bool, per_token_input) = false;
+  // Weight scale per group of `group_size` consecutive input elements of each output row (one
+  // scale per (row, group), SPEC Sec. 9) instead of per output channel; 0: per output channel.
+  // The quantizer is the per-channel one applied to the weight viewed as [rows * groups, G], so
+  // the rounding, the second rounding and the LSQ gradient (N = G) are those of Sec. 2. Linear only.
+  TORCH_ARG(int64_t, group_size) = 0;
   TORCH_ARG(quant::SecondRounding, rounding) = quant::SecondRounding::kHalfUp;
   TORCH_ARG(bool, exact_scale_grad) = false;
   TORCH_ARG(quant::Impl, impl) = quant::Impl::kAuto;
@@ -54,6 +63,9 @@ class QuantLayer {
   bool follows_config() const { return qopt_.fixed_bits() == 0; }
   virtual torch::Tensor& weight_param() = 0;
   torch::Tensor& weight_scale() { return weight_scale_; }
+  // The weight as its quantizer sees it: [scale rows, elements per scale] ([O * I / G, G] for
+  // group-wise scales, the weight itself otherwise).
+  torch::Tensor scale_view(const torch::Tensor& w) const;
   torch::Tensor act_scale(int bits) const;  // undefined tensor if `bits` is not in the list
   bool weight_scale_initialized() const;
   int64_t macs_per_sample() const { return macs_; }  // from the last forward, for BitOPs
@@ -62,6 +74,7 @@ class QuantLayer {
   bool integer_eval() const { return integer_eval_; }
 
  protected:
+  // `out_channels`: the number of weight scales (rows * groups with group-wise scales).
   void register_quant_state(torch::nn::Module& self, int64_t out_channels, QuantOptions opt);
   // Scale initialisation on the first quantized use (weight scale; activation scale of the
   // current width), shared by the fake-quant and the integer-exact paths.

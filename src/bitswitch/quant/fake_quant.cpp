@@ -201,6 +201,31 @@ torch::Tensor fake_quant_act(const torch::Tensor& x, const torch::Tensor& scale,
   return ActFakeQuantFn::apply(x, scale, bits, fused, relu);
 }
 
+std::pair<torch::Tensor, torch::Tensor> per_token_codes(const torch::Tensor& x, int bits) {
+  check_bits(bits, "bits");
+  torch::NoGradGuard no_grad;
+  const double qp = signed_qmax(bits);
+  // An all-zero token gets the smallest normal scale (its codes are 0 whatever the scale).
+  auto a = std::get<0>(x.detach().abs().max(-1, /*keepdim=*/true)).clamp_min(1e-30) / qp;
+  auto q = torch::round(torch::clamp(x.detach() * torch::reciprocal(a), -qp, qp));
+  return {q, a};
+}
+
+namespace {
+struct PerTokenFakeQuantFn : public torch::autograd::Function<PerTokenFakeQuantFn> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, int64_t bits) {
+    auto [q, a] = per_token_codes(x, int(bits));
+    return q * a;
+  }
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) { return {grads[0], {}}; }
+};
+}  // namespace
+
+torch::Tensor fake_quant_per_token(const torch::Tensor& x, int bits) {
+  check_bits(bits, "bits");
+  return PerTokenFakeQuantFn::apply(x, int64_t(bits));
+}
+
 torch::Tensor weight_codes(const torch::Tensor& w, const torch::Tensor& scale, int high_bits) {
   check_bits(high_bits, "high_bits");
   torch::NoGradGuard no_grad;

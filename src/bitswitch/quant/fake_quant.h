@@ -45,6 +45,15 @@ torch::Tensor fake_quant_weight(const torch::Tensor& w, const torch::Tensor& sca
 torch::Tensor fake_quant_act(const torch::Tensor& x, const torch::Tensor& scale, int bits,
                              Impl impl = Impl::kAuto, bool relu = false);
 
+// Per-token input quantizer of the language model's linear layers (SPEC Sec. 9): signed,
+// symmetric, one dynamic scale per token (the last dimension), computed on the fly at every
+// width: a_t = max|x_t| / Qp, q = round_half_even(clamp(x * (1 / a_t), -Qp, Qp)), x_q = q * a_t,
+// Qp = 2^(b-1) - 1 (127 at 8 bits). The scale is not learned; the gradient is the
+// straight-through estimator dx_q / dx = 1 (nothing is clipped: |x / a_t| <= Qp by definition).
+torch::Tensor fake_quant_per_token(const torch::Tensor& x, int bits);
+// The codes (float, integer-valued) and the per-token scales [..., 1] of the same definition.
+std::pair<torch::Tensor, torch::Tensor> per_token_codes(const torch::Tensor& x, int bits);
+
 // Integer codes, the export/deploy side of the same definition (no autograd).
 // weight_codes: int8 h-bit codes of `w` with per-channel `scale`.
 torch::Tensor weight_codes(const torch::Tensor& w, const torch::Tensor& scale, int high_bits);

@@ -16,7 +16,7 @@ namespace bitswitch::train {
 using json = nlohmann::json;
 
 json spec_to_json(const models::ModelSpec& s) {
-  return json{{"name", s.name},
+  json j{{"name", s.name},
               {"in_channels", s.in_channels},
               {"num_classes", s.num_classes},
               {"bits", s.bits},
@@ -24,6 +24,8 @@ json spec_to_json(const models::ModelSpec& s) {
               {"second_rounding", s.rounding == quant::SecondRounding::kFloor ? "floor" : "half-up"},
               {"exact_scale_grad", s.exact_scale_grad},
               {"act_init", s.act_init_mse ? "mse" : "lsq"}};
+  if (!s.arch.empty()) j["arch"] = s.arch;
+  return j;
 }
 
 models::ModelSpec spec_from_json(const json& j, const std::string& source) {
@@ -38,6 +40,7 @@ models::ModelSpec spec_from_json(const json& j, const std::string& source) {
                                                                        : quant::SecondRounding::kHalfUp;
     s.exact_scale_grad = j.at("exact_scale_grad").get<bool>();
     s.act_init_mse = j.value("act_init", std::string("lsq")) == "mse";
+    if (j.contains("arch")) s.arch = j.at("arch");
   } catch (const json::exception& e) {
     fail(source, ": bad model spec: ", e.what());
   }
