@@ -237,7 +237,7 @@ TEST(CudaQuant, ScaleOnAnotherDeviceIsAnError) {
   EXPECT_ERROR_CONTAINS(quant::detail::weight_forward_fused(w, torch::ones({4}), spec), "must be float32 on cuda:0");
   EXPECT_ERROR_CONTAINS(quant::detail::act_forward_fused(w, torch::ones({1}), 4), "must be float32 on cuda:0");
   EXPECT_ERROR_CONTAINS(quant::detail::weight_forward_fused(w.to(torch::kFloat64), torch::ones({4}, kCuda), spec),
-                        "needs a float32 CPU or CUDA tensor");
+                        "needs a float32 CPU tensor (or a CUDA one");
 }
 
 // A checkpoint written from CUDA tensors loads on the CPU by default (a CPU-only machine can

@@ -267,8 +267,8 @@ c10::MemoryFormat layout_of(const torch::Tensor& t) {
 }
 
 void check_fused(const torch::Tensor& t, const char* what) {
-  BS_CHECK(fused_supported(t), "fused quantizer kernel needs a float32 CPU", (kCudaKernels ? " or CUDA" : ""),
-           " tensor for `", what,
+  BS_CHECK(fused_supported(t), "fused quantizer kernel needs a float32 CPU tensor",
+           (kCudaKernels ? " (or a CUDA one: BITSWITCH_CUDA build)" : ""), " for `", what,
            "`, got ", t.scalar_type(), " on ", t.device());
 }
 
