@@ -12,6 +12,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "bitswitch/eval/evaluate.h"
 #include "bitswitch/models/model.h"
 #include "bitswitch/nn/layers.h"
 #include "bitswitch/quant/fake_quant.h"
@@ -310,7 +311,7 @@ TEST(CudaTraining, TrainResumeAndEvaluateOnTheCpu) {
   for (const auto& [key, acc] : r.accuracy.items()) {
     if (key == "fp32") continue;
     const int w = std::stoi(key.substr(1));
-    auto e = train::evaluate(*ma, *data.test, nn::BitConfig::uniform(w));
+    auto e = eval::evaluate(*ma, *data.test, nn::BitConfig::uniform(w));
     EXPECT_NEAR(e.accuracy, acc.get<double>(), 2 * 100.0 / 128 + 1e-9) << key;
   }
 }
