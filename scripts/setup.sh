@@ -12,7 +12,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libglpk-dev python3
   libturbojpeg0-dev python3-torch python3-torchvision
-  libsentencepiece-dev fortunes
+  libsentencepiece-dev fortunes python3-venv
   dataset-fashion-mnist
 )
 

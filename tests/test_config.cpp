@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bitswitch/train/config.h"
+#include "bitswitch/train/lm_config.h"
 #include "bitswitch/util/error.h"
 #include "test_util.h"
 
@@ -76,16 +77,39 @@ TEST(Config, ValidateNamesTheField) {
   EXPECT_ERROR_CONTAINS(c.validate(), "second_rounding must be half-up or floor");
 }
 
+TEST(Config, CoreSchemaYamlForOtherConfigs) {
+  const std::string path = std::string(BITSWITCH_TEST_TMP) + "/core.yaml";
+  std::filesystem::create_directories(BITSWITCH_TEST_TMP);
+  std::ofstream(path) << "a: 0x10\nb: 1e-3\nc: yes\nd: '12'\ne: true\nf: {g: [1, 2.5]}\n";
+  const auto j = bitswitch::train::load_config_file(path, false);
+  EXPECT_EQ(j["a"], 16);
+  EXPECT_DOUBLE_EQ(j["b"].get<double>(), 1e-3);
+  EXPECT_EQ(j["c"], "yes");  // YAML 1.2: a string
+  EXPECT_EQ(j["d"], "12");
+  EXPECT_EQ(j["e"], true);
+  EXPECT_EQ(j["f"]["g"][1], 2.5);
+  std::ofstream(path) << "x: .inf\n";
+  EXPECT_THROW(bitswitch::train::load_config_file(path, false), bitswitch::Error);
+}
+
 TEST(Config, EveryRecipeInConfigsParsesAndValidates) {
   namespace fs = std::filesystem;
   int count = 0;
   for (const auto& e : fs::directory_iterator(fs::path(BITSWITCH_SOURCE_DIR) / "configs")) {
     const auto ext = e.path().extension();
     if (ext != ".yaml" && ext != ".yml" && ext != ".json") continue;
-    bitswitch::train::TrainConfig c;
-    c.merge_json(bitswitch::train::load_config_file(e.path().string()), e.path().string());
-    EXPECT_NO_THROW(c.validate()) << e.path();
-    ++count;
+    const bool lm = e.path().filename().string().rfind("lm-", 0) == 0;  // language-model recipes (lm-train)
+    const auto j = bitswitch::train::load_config_file(e.path().string(), !lm);
+    if (lm) {
+      bitswitch::train::LmConfig c;
+      c.merge_json(j, e.path().string());
+      EXPECT_NO_THROW(c.validate()) << e.path();
+    } else {
+      bitswitch::train::TrainConfig c;
+      c.merge_json(j, e.path().string());
+      EXPECT_NO_THROW(c.validate()) << e.path();
+      ++count;
+    }
   }
   EXPECT_GE(count, 9);  // the Fashion-MNIST, CIFAR-10 and ImageNet recipes
   // The ImageNet recipes follow the paper: Adam 5e-4, wd 5e-5, 90 epochs, batch 256, from FP32 weights.

@@ -79,7 +79,7 @@ models::Model small(std::vector<int> bits = {8, 6, 4, 2}, int first_last = 32, s
 }  // namespace
 
 TEST(Models, RegistryAndShapes) {
-  EXPECT_ERROR_CONTAINS(small({8}, 32, "resnet21"), "unknown model 'resnet21' (known: mobilenetv2, resnet18, resnet20, resnet50, smallcnn)");
+  EXPECT_ERROR_CONTAINS(small({8}, 32, "resnet21"), "unknown model 'resnet21' (known: llama, mobilenetv2, resnet18, resnet20, resnet50, smallcnn)");
   models::ModelSpec spec;
   spec.in_channels = 3;
   spec.num_classes = 100;

@@ -66,7 +66,7 @@ struct LmTrainCommand {
       file = run_cfg.string();
     }
     if (!file.empty()) {
-      json j = train::load_config_file(file);
+      json j = train::load_config_file(file, /*train_fields=*/false);
       if (resume && j.is_object()) j.erase("resume");
       cfg.merge_json(j, file);
     }

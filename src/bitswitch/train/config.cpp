@@ -255,6 +255,37 @@ json yaml_config_to_json(const YAML::Node& root, const std::string& path) {
   return o;
 }
 
+// A YAML document decoded by the YAML 1.2 core schema alone (each scalar by its own form), for
+// configs whose fields are checked by type after decoding (LmConfig::merge_json): the same
+// rules as above (quoted text is a string; .inf and .nan are refused; 0x/0o integers), nested
+// mappings and lists kept. `where` names the value in errors ("file: field 'arch.layers'").
+json core_yaml_to_json(const YAML::Node& node, const std::string& key, const std::string& path) {
+  if (node.IsMap()) {
+    json o = json::object();
+    for (const auto& kv : node) {
+      BS_CHECK(kv.first.IsScalar(), path, ": field names must be plain text");
+      const std::string k = kv.first.Scalar();
+      BS_CHECK(!o.contains(k), path, ": field '", key.empty() ? k : key + "." + k, "' is given twice");
+      o[k] = core_yaml_to_json(kv.second, key.empty() ? k : key + "." + k, path);
+    }
+    return o;
+  }
+  if (node.IsSequence()) {
+    json a = json::array();
+    for (const auto& v : node) a.push_back(core_yaml_to_json(v, key, path));
+    return a;
+  }
+  if (!node.IsScalar()) return nullptr;
+  if (node.Tag() == "!") return node.Scalar();
+  switch (core_schema_type(node.Scalar())) {
+    case YamlScalar::kNull: return nullptr;
+    case YamlScalar::kBool: return yaml_as<bool>(node, key, path);
+    case YamlScalar::kInt: return yaml_as<int64_t>(node, key, path);
+    case YamlScalar::kFloat: return yaml_as<double>(node, key, path);
+    default: return node.Scalar();
+  }
+}
+
 }  // namespace
 
 json TrainConfig::to_json() const {
@@ -310,12 +341,17 @@ void TrainConfig::validate() const {
   BS_CHECK(batch % nproc == 0, "batch ", batch, " (the global batch) must be divisible by nproc ", nproc);
 }
 
-json load_config_file(const std::string& path) {
+json load_config_file(const std::string& path, bool train_fields) {
   const std::string text = read_text_file(path);
   const std::string ext = std::filesystem::path(path).extension().string();
   if (ext == ".yaml" || ext == ".yml") {
     try {
-      return yaml_config_to_json(YAML::Load(text), path);
+      const YAML::Node root = YAML::Load(text);
+      if (!train_fields) {
+        BS_CHECK(root.IsMap(), path, ": the configuration must be a mapping of field names to values");
+        return core_yaml_to_json(root, "", path);
+      }
+      return yaml_config_to_json(root, path);
     } catch (const YAML::Exception& e) {
       fail(path, ": invalid YAML: ", e.what());
     }

@@ -72,8 +72,10 @@ struct TrainConfig {
   void validate() const;
 };
 
-// Loads a .json, .yaml or .yml file into JSON (errors name the file and line).
-nlohmann::json load_config_file(const std::string& path);
+// Loads a .json, .yaml or .yml file into JSON (errors name the file and line). YAML values are
+// decoded as their TrainConfig field's type; with `train_fields` false (other configs, e.g.
+// LmConfig, which check types on merge) by the YAML 1.2 core schema alone.
+nlohmann::json load_config_file(const std::string& path, bool train_fields = true);
 
 // Field names and help text, for documentation and `--help`.
 struct FieldDoc {
