@@ -81,6 +81,18 @@ BITSWITCH_HD inline float signed_act_code(float x, float inv, float qmin, float 
   return round_half_even_small(std::min(std::max(x * inv, qmin), qmax));
 }
 
+// Per-token input quantizer of the language model's linear layers (SPEC Sec. 9;
+// quant::fake_quant_per_token is its training form, tested against these): one dynamic scale per
+// token, a = max(max_k |x_k|, 1e-30) / Qp in float (Qp = 2^(b-1) - 1), and the code
+// clamp(x * inv, -Qp, Qp) rounded half to even, inv = 1 / a computed in float.
+BITSWITCH_HD inline float per_token_scale(float max_abs, int bits) {
+  return std::max(max_abs, 1e-30f) / float(signed_qmax(bits));
+}
+BITSWITCH_HD inline float per_token_code(float x, float inv, int bits) {
+  const float qp = float(signed_qmax(bits));
+  return round_half_even_small(std::min(std::max(x * inv, -qp), qp));
+}
+
 // First rounding of v_h = w / s to its h-bit code (clamp, then round half to even).
 BITSWITCH_HD inline int32_t first_round(float vh, int high_bits) {
   const float v = std::min(std::max(vh, float(signed_qmin(high_bits))), float(signed_qmax(high_bits)));
