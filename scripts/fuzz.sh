@@ -23,14 +23,17 @@ fi
 
 # 1. The fuzzer: the reader, the artifact validation and switching, nothing else. Rebuilt when
 # one of the files it is built from is newer than it.
-inputs=(fuzz/fuzz_safetensors.cpp src/bitswitch/format src/bitswitch/deploy/artifact.cpp src/bitswitch/deploy/artifact.h
-  src/bitswitch/deploy/packing.cpp src/bitswitch/deploy/packing.h src/bitswitch/nn/bit_config.cpp
+# Sources: the torch-free deployment library (every deploy/*.cpp but the LibTorch exporter), the
+# file formats and the utilities it uses.
+mapfile -t sources < <(ls src/bitswitch/format/*.cpp src/bitswitch/deploy/*.cpp src/bitswitch/nn/bit_config.cpp \
+  src/bitswitch/util/atomic_file.cpp | grep -v '/deploy/export.cpp$')
+inputs=(fuzz/fuzz_safetensors.cpp src/bitswitch/format src/bitswitch/deploy src/bitswitch/nn/bit_config.cpp
   src/bitswitch/nn/bit_config.h src/bitswitch/quant/double_rounding.h src/bitswitch/util)
 if [ ! -x "$DIR/fuzz_safetensors" ] || [ -n "$(find "${inputs[@]}" -type f -newer "$DIR/fuzz_safetensors" | head -1)" ]; then
-  clang++ -std=c++17 -g -O1 -ffp-contract=off -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-    -I src fuzz/fuzz_safetensors.cpp src/bitswitch/format/safetensors.cpp \
-    src/bitswitch/deploy/artifact.cpp src/bitswitch/deploy/packing.cpp \
-    src/bitswitch/nn/bit_config.cpp src/bitswitch/util/atomic_file.cpp -o "$DIR/fuzz_safetensors"
+  [ -e /usr/lib/llvm-14/lib/libomp.so ] || apt-get install -y libomp-dev
+  clang++ -std=c++17 -g -O1 -ffp-contract=off -fopenmp -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+    -I src fuzz/fuzz_safetensors.cpp "${sources[@]}" -o "$DIR/fuzz_safetensors.tmp"
+  mv "$DIR/fuzz_safetensors.tmp" "$DIR/fuzz_safetensors"
 fi
 
 if [ $replay = 1 ]; then

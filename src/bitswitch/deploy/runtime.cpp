@@ -42,8 +42,9 @@ inline uint8_t code_of(float x, const Quant& q) {
   return uint8_t(int(c) + q.offset);
 }
 
-// Hot loops, compiled for AVX-512 / AVX2 / baseline and picked at load time.
-#if defined(__x86_64__) && defined(__GNUC__)
+// Hot loops, compiled for AVX-512 / AVX2 / baseline and picked at load time. (GCC only: clang,
+// which builds the fuzzer, does not multiversion function templates; it gets the baseline.)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define BS_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 #else
 #define BS_CLONES
