@@ -337,16 +337,7 @@ class LmTrainer {
         if (cfg_.kd && k == 0 && !fp) teacher = torch::softmax(logits.detach().reshape({-1, logits.size(-1)}), 1);
         if (summed && !fp && cfg_.alrs && eta != 1.0) {
           // One step for all widths: ALRS scales this width's contribution to the scale/norm group.
-          std::vector<torch::Tensor> before;
-          for (const auto& p : others_) before.push_back(p.grad().defined() ? p.grad().clone() : torch::Tensor());
-          loss.backward();
-          torch::NoGradGuard ng;
-          for (size_t j = 0; j < others_.size(); ++j) {
-            auto g = others_[j].grad();
-            if (!g.defined()) continue;
-            if (before[j].defined()) g.sub_(before[j]).mul_(eta).add_(before[j]);
-            else g.mul_(eta);
-          }
+          backward_scaled(loss, others_, eta);
         } else {
           loss.backward();
         }
@@ -448,15 +439,7 @@ class LmTrainer {
     const json results = ck.meta().value("results", json::object());
     for (const auto& [k, v] : results.items()) last_[k] = eval_from_json(v);
     // Keep exactly the metrics lines the checkpoint had seen.
-    std::vector<std::string> lines;
-    {
-      std::ifstream in(metrics_path_);
-      std::string l;
-      while (int64_t(lines.size()) < metrics_lines_ && std::getline(in, l)) lines.push_back(l);
-    }
-    std::string text;
-    for (const auto& l : lines) text += l + "\n";
-    write_text_atomically(metrics_path_, text);
+    keep_first_lines(metrics_path_, metrics_lines_);
     if (phase == "fp" && step >= cfg_.fp_steps) return {"fp", step};  // the joint phase starts fresh
     make_optimizer(phase == "fp");
     if (ck.has_optimizer()) ck.load_optimizer(*optimizer_);

@@ -13,4 +13,9 @@ namespace bitswitch::train {
 // gradient is zero, and every step would cost an update of all widths' parameters.
 void clear_grads(const std::vector<at::Tensor>& params);
 
+// Backward of one width's loss when all widths share one optimizer step (summed mode) and ALRS
+// scales this width's contribution to the gradients of `scaled` (the scale/BN/norm group) by
+// `eta`: their gradients become before + eta * (after - before). Other gradients accumulate.
+void backward_scaled(const at::Tensor& loss, const std::vector<at::Tensor>& scaled, double eta);
+
 }  // namespace bitswitch::train

@@ -66,6 +66,19 @@ void clear_grads(const std::vector<torch::Tensor>& params) {
     if (p.grad().defined()) const_cast<torch::Tensor&>(p).mutable_grad().reset();
 }
 
+void backward_scaled(const torch::Tensor& loss, const std::vector<torch::Tensor>& scaled, double eta) {
+  std::vector<torch::Tensor> before;
+  for (const auto& p : scaled) before.push_back(p.grad().defined() ? p.grad().clone() : torch::Tensor());
+  loss.backward();
+  torch::NoGradGuard ng;
+  for (size_t j = 0; j < scaled.size(); ++j) {
+    auto g = scaled[j].grad();
+    if (!g.defined()) continue;
+    if (before[j].defined()) g.sub_(before[j]).mul_(eta).add_(before[j]);
+    else g.mul_(eta);
+  }
+}
+
 using eval::in_layout;
 
 namespace {
@@ -387,16 +400,7 @@ class Trainer {
         }
         if (summed && cfg_.alrs && eta != 1.0) {
           // One step for all widths: ALRS scales this width's contribution to the scale/BN group.
-          std::vector<torch::Tensor> before;
-          for (const auto& p : others_) before.push_back(p.grad().defined() ? p.grad().clone() : torch::Tensor());
-          loss.backward();
-          torch::NoGradGuard ng;
-          for (size_t j = 0; j < others_.size(); ++j) {
-            auto g = others_[j].grad();
-            if (!g.defined()) continue;
-            if (before[j].defined()) g.sub_(before[j]).mul_(eta).add_(before[j]);
-            else g.mul_(eta);
-          }
+          backward_scaled(loss, others_, eta);
         } else if (summed) {
           loss.backward();
         } else {
@@ -510,15 +514,7 @@ class Trainer {
     metrics_lines_ = ck.meta().value("metrics_lines", int64_t(0));
     kd_prev_ = ck.extra("kd_prev");
     // Keep exactly the metrics lines that the checkpoint had seen.
-    std::vector<std::string> lines;
-    {
-      std::ifstream in(metrics_path_);
-      std::string l;
-      while (int64_t(lines.size()) < metrics_lines_ && std::getline(in, l)) lines.push_back(l);
-    }
-    std::string text;
-    for (const auto& l : lines) text += l + "\n";
-    if (is_main()) write_text_atomically(metrics_path_, text);
+    if (is_main()) keep_first_lines(metrics_path_, metrics_lines_);
     if (phase == "fp" && epoch >= cfg_.fp_epochs) {
       // The FP phase had just ended: the joint phase starts fresh.
       return {"fp", epoch};

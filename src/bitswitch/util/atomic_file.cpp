@@ -48,4 +48,13 @@ std::string read_text_file(const std::string& path) {
   return ss.str();
 }
 
+void keep_first_lines(const std::string& path, int64_t lines) {
+  std::string text, l;
+  {
+    std::ifstream in(path);
+    for (int64_t n = 0; n < lines && std::getline(in, l); ++n) text += l + "\n";
+  }
+  write_text_atomically(path, text);
+}
+
 }  // namespace bitswitch
