@@ -271,12 +271,19 @@ BS_AVX2_INLINE __m256i unpack_row(const uint8_t* v) {
   }
 }
 
-// 8 int32 partial products of 32 codes (exact; see the file comment).
+// int16 products of 32 codes, pairs summed (vpmaddubsw; exact, see the file comment).
 template <int BITS>
-BS_AVX2_INLINE __m256i dot32(__m256i w, __m256i q) {
-  const __m256i ones = _mm256_set1_epi16(1);
-  if constexpr (BITS == 8) return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(q, w)), ones);
-  else return _mm256_madd_epi16(_mm256_maddubs_epi16(w, q), ones);
+BS_AVX2_INLINE __m256i dot16(__m256i w, __m256i q) {
+  if constexpr (BITS == 8) return _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(q, w));
+  else return _mm256_maddubs_epi16(w, q);
+}
+// Units whose dot16 results may be summed in int16 before widening: a lane sums to at most
+// run * 2 * umax * 127 <= 32767 (umax = 2^l - 1 for l < 8; 8 bits: |c| <= 128 allows one).
+template <int BITS>
+constexpr int kRun = BITS == 8 ? 1 : 32767 / (2 * ((1 << BITS) - 1) * 127);
+
+BS_AVX2_INLINE __m256i widen(__m256i acc32, __m256i acc16) {
+  return _mm256_add_epi32(acc32, _mm256_madd_epi16(acc16, _mm256_set1_epi16(1)));
 }
 
 // Lane i of the result = the sum of the 8 lanes of a[i].
@@ -285,33 +292,53 @@ BS_AVX2_INLINE __m256i reduce8(const __m256i* a) {
   const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(a[4], a[5]), _mm256_hadd_epi32(a[6], a[7]));
   return _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20), _mm256_permute2x128_si256(h0, h1, 0x31));
 }
-
-template <int BITS, size_t... R>
-BS_AVX2_INLINE void step_m1(__m256i* acc, const uint8_t* v, __m256i q, std::index_sequence<R...>) {
-  ((acc[R] = _mm256_add_epi32(acc[R], dot32<BITS>(unpack_row<BITS, int(R)>(v), q))), ...);
+// Lane i of the result = the sum of the 8 lanes of a[i], i < 4.
+BS_AVX2_INLINE __m128i reduce4(const __m256i* a) {
+  const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
+  return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
 }
 
-// One tile, one token: out[r] = y of row r (8 rows).
-template <int BITS>
-BS_AVX2 void tile_m1(const Layout& p, const uint8_t* w, const float* sc, const int8_t* q,
-                     const int32_t* qsum, float a, float* out) {
+template <int BITS, int R0, size_t... R>
+BS_AVX2_INLINE void step_m1(__m256i* acc16, const uint8_t* v, __m256i q, std::index_sequence<R...>) {
+  ((acc16[R] = _mm256_add_epi16(acc16[R], dot16<BITS>(unpack_row<BITS, R0 + int(R)>(v), q))), ...);
+}
+
+// Rows 4H .. 4H + 3 of one tile, one token: out[r].
+template <int BITS, int H>
+BS_AVX2_INLINE void half_m1(const Layout& p, const uint8_t* w, const float* sc, const int8_t* q, const int32_t* qsum,
+                            float a, float* out) {
   const int upg = p.Gp / kUnit;
   constexpr int32_t off = BITS == 8 ? 0 : 1 << (BITS - 1);
-  __m256 sum = _mm256_setzero_ps();
+  __m128 sum = _mm_setzero_ps();
   for (int g = 0; g < p.groups; ++g) {
-    __m256i acc[8];
+    __m256i acc[4];
     for (auto& x : acc) x = _mm256_setzero_si256();
-    for (int u = 0; u < upg; ++u) {
-      const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
-      step_m1<BITS>(acc, w, qv, std::make_index_sequence<8>{});
-      q += kUnit;
-      w += kUnit * BITS;
+    for (int u0 = 0; u0 < upg; u0 += kRun<BITS>) {
+      __m256i acc16[4];
+      for (auto& x : acc16) x = _mm256_setzero_si256();
+      const int u1 = std::min(upg, u0 + kRun<BITS>);
+      for (int u = u0; u < u1; ++u) {
+        const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
+        step_m1<BITS, 4 * H>(acc16, w, qv, std::make_index_sequence<4>{});
+        q += kUnit;
+        w += kUnit * BITS;
+      }
+      for (int r = 0; r < 4; ++r) acc[r] = widen(acc[r], acc16[r]);
     }
-    __m256i s = reduce8(acc);
-    if (off != 0) s = _mm256_sub_epi32(s, _mm256_set1_epi32(off * qsum[g]));
-    sum = _mm256_add_ps(sum, _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_loadu_ps(sc + g * kTileRows)));
+    __m128i s = reduce4(acc);
+    if (off != 0) s = _mm_sub_epi32(s, _mm_set1_epi32(off * qsum[g]));
+    sum = _mm_add_ps(sum, _mm_mul_ps(_mm_cvtepi32_ps(s), _mm_loadu_ps(sc + g * kTileRows + 4 * H)));
   }
-  _mm256_storeu_ps(out, _mm256_mul_ps(sum, _mm256_set1_ps(a)));
+  _mm_storeu_ps(out + 4 * H, _mm_mul_ps(sum, _mm_set1_ps(a)));
+}
+
+// One tile, one token: out[r] = y of row r (8 rows), as two halves of 4 rows (their int16 and
+// int32 accumulators fit the 16 registers).
+template <int BITS>
+BS_AVX2 void tile_m1(const Layout& p, const uint8_t* w, const float* sc, const int8_t* q, const int32_t* qsum,
+                     float a, float* out) {
+  half_m1<BITS, 0>(p, w, sc, q, qsum, a, out);
+  half_m1<BITS, 1>(p, w, sc, q, qsum, a, out);
 }
 
 // Rows 2I, 2I + 1 of one tile for 4 tokens: out[t * 2 + r'] (lane order token-major).
@@ -325,15 +352,21 @@ BS_AVX2_INLINE void pair_m4(const Layout& p, const uint8_t* w, const float* sc, 
   for (int g = 0; g < p.groups; ++g) {
     __m256i acc[8];
     for (auto& x : acc) x = _mm256_setzero_si256();
-    for (int u = 0; u < upg; ++u) {
-      const __m256i w0 = unpack_row<BITS, 2 * I>(w), w1 = unpack_row<BITS, 2 * I + 1>(w);
-      for (int t = 0; t < 4; ++t) {
-        const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[t] + k));
-        acc[2 * t] = _mm256_add_epi32(acc[2 * t], dot32<BITS>(w0, qv));
-        acc[2 * t + 1] = _mm256_add_epi32(acc[2 * t + 1], dot32<BITS>(w1, qv));
+    for (int u0 = 0; u0 < upg; u0 += kRun<BITS>) {
+      __m256i acc16[8];
+      for (auto& x : acc16) x = _mm256_setzero_si256();
+      const int u1 = std::min(upg, u0 + kRun<BITS>);
+      for (int u = u0; u < u1; ++u) {
+        const __m256i w0 = unpack_row<BITS, 2 * I>(w), w1 = unpack_row<BITS, 2 * I + 1>(w);
+        for (int t = 0; t < 4; ++t) {
+          const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[t] + k));
+          acc16[2 * t] = _mm256_add_epi16(acc16[2 * t], dot16<BITS>(w0, qv));
+          acc16[2 * t + 1] = _mm256_add_epi16(acc16[2 * t + 1], dot16<BITS>(w1, qv));
+        }
+        k += kUnit;
+        w += kUnit * BITS;
       }
-      k += kUnit;
-      w += kUnit * BITS;
+      for (int i = 0; i < 8; ++i) acc[i] = widen(acc[i], acc16[i]);
     }
     __m256i s = reduce8(acc);
     if (off != 0)
