@@ -169,8 +169,10 @@ std::vector<float> reference_logits(const Model& m, const std::vector<int32_t>& 
   std::vector<float> y(size_t(T) * s.vocab);
   for (int t = 0; t < T; ++t)
     for (int64_t r = 0; r < s.vocab; ++r) {
+      float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // the decoder's fixed order: lane i mod 8, then lanes
+      for (int i = 0; i < d; ++i) lane[i % 8] += xn[t * d + i] * H2[r * d + i];
       float acc = 0;
-      for (int i = 0; i < d; ++i) acc += xn[t * d + i] * H2[r * d + i];
+      for (float l : lane) acc += l;
       y[t * s.vocab + r] = acc;
     }
   return y;

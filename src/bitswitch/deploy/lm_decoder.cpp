@@ -170,8 +170,15 @@ struct LmDecoder::Impl {
       const float* row = m + r * d;
       for (int t = 0; t < n; ++t) {
         const float* xi = in + t * d;
+        // Eight interleaved partial sums (lane j sums i = j mod 8), then lanes 0..7 in order:
+        // a fixed order, so the same on every path and thread count, and vectorizable.
+        float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int64_t i = 0;
+        for (; i + 8 <= d; i += 8)
+          for (int j = 0; j < 8; ++j) lane[j] += xi[i + j] * row[i + j];
+        for (; i < d; ++i) lane[i % 8] += xi[i] * row[i];
         float s = 0.0f;
-        for (int64_t i = 0; i < d; ++i) s += xi[i] * row[i];
+        for (int j = 0; j < 8; ++j) s += lane[j];
         logits[t * V + r] = s;
       }
     }
