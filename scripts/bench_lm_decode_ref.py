@@ -167,6 +167,7 @@ def write_gguf(a, w, path):
     wr.add_rope_dimension_count(hd)
     wr.add_rope_freq_base(10000.0)
     wr.add_layer_norm_rms_eps(1e-5)
+    wr.add_vocab_size(a.vocab)
     wr.add_file_type(0)  # all F32
     # No tokenizer: the benchmark feeds token ids.
     wr.add_tokenizer_model("none")

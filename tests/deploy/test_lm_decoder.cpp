@@ -144,8 +144,10 @@ std::vector<float> reference_logits(const Model& m, const std::vector<int32_t>& 
         std::vector<float> sc(t + 1);
         float mx = -INFINITY;
         for (int j = 0; j <= t; ++j) {
+          float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // the decoder's order (dot8)
+          for (int i = 0; i < hd; ++i) lane[i % 8] += q[(t * H + h) * hd + i] * k[(j * KV + g) * hd + i];
           float dot = 0;
-          for (int i = 0; i < hd; ++i) dot += q[(t * H + h) * hd + i] * k[(j * KV + g) * hd + i];
+          for (float l : lane) dot += l;
           sc[j] = dot * float(1.0 / std::sqrt(double(hd)));
           mx = std::max(mx, sc[j]);
         }

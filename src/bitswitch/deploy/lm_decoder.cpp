@@ -8,7 +8,7 @@
 //    rounded to float; eps rounded to float).
 //  - Rotary tables: e_i = float(2i) / float(head_dim), inv_freq_i = 1 / powf(float(theta), e_i),
 //    angle = float(p) * inv_freq_i, cos/sin in float; x * cos + rotate_half(x) * sin.
-//  - Attention: scores q.k (float sums over the head width in order) times float(1 / sqrt(hd)),
+//  - Attention: scores q.k (float, in the fixed eight-lane order of dot8) times float(1 / sqrt(hd)),
 //    softmax exp(s - max) * (1 / sum), then the probability-weighted sum of values over positions.
 //  - SwiGLU: silu(g) = g / (1 + exp(-g)), times up.
 // Every linear layer of the blocks quantizes its input per token (lm_quantize_tokens) and runs
@@ -44,6 +44,22 @@ namespace {
 using half_t = _Float16;
 half_t to_half(float f) { return half_t(f); }
 float from_half(half_t h) { return float(h); }
+
+// The float dot products of the decoder (attention scores, float head): eight interleaved partial
+// sums (lane j sums the products i = j mod 8) added in lane order at the end. A fixed order, so
+// the same on every thread count, and vectorizable.
+float dot8(const float* x, const float* y, int64_t n) {
+  float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) lane[j] += x[i + j] * y[i + j];
+  for (; i < n; ++i) lane[i % 8] += x[i] * y[i];
+  float s = 0.0f;
+  for (int j = 0; j < 8; ++j) s += lane[j];
+  return s;
+}
+
+constexpr int64_t kMaxHeadDim = 1024;
 
 void check_layer(const LmLinear& l, const char* name, int64_t layer, int64_t rows, int64_t cols) {
   BS_CHECK(l.rows() == rows && l.cols() == cols, "LmDecoder: block ", layer, " ", name, " is ", l.rows(), " x ",
@@ -101,9 +117,6 @@ struct LmDecoder::Impl {
     }
   }
 
-  float key(int64_t layer, int64_t p, int64_t j) const {
-    return opt.kv_cache == KvCache::kFloat32 ? k32[layer][p * kvd + j] : from_half(k16[layer][p * kvd + j]);
-  }
   float value(int64_t layer, int64_t p, int64_t j) const {
     return opt.kv_cache == KvCache::kFloat32 ? v32[layer][p * kvd + j] : from_half(v16[layer][p * kvd + j]);
   }
@@ -131,12 +144,13 @@ struct LmDecoder::Impl {
       const float* qv = qb.data() + t * dim + h * hd;
       float mx = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j <= p; ++j) {
-        float dot = 0.0f;
+        float dot;
         if (opt.kv_cache == KvCache::kFloat32) {
-          const float* kv = k32[layer].data() + j * kvd + kvh * hd;
-          for (int64_t i = 0; i < hd; ++i) dot += qv[i] * kv[i];
+          dot = dot8(qv, k32[layer].data() + j * kvd + kvh * hd, hd);
         } else {
-          for (int64_t i = 0; i < hd; ++i) dot += qv[i] * key(layer, j, kvh * hd + i);
+          float kf[kMaxHeadDim];
+          for (int64_t i = 0; i < hd; ++i) kf[i] = from_half(k16[layer][j * kvd + kvh * hd + i]);
+          dot = dot8(qv, kf, hd);
         }
         sc[j] = dot * scale;
         mx = std::max(mx, sc[j]);
@@ -169,17 +183,7 @@ struct LmDecoder::Impl {
     for (int64_t r = 0; r < V; ++r) {
       const float* row = m + r * d;
       for (int t = 0; t < n; ++t) {
-        const float* xi = in + t * d;
-        // Eight interleaved partial sums (lane j sums i = j mod 8), then lanes 0..7 in order:
-        // a fixed order, so the same on every path and thread count, and vectorizable.
-        float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        int64_t i = 0;
-        for (; i + 8 <= d; i += 8)
-          for (int j = 0; j < 8; ++j) lane[j] += xi[i + j] * row[i + j];
-        for (; i < d; ++i) lane[i % 8] += xi[i] * row[i];
-        float s = 0.0f;
-        for (int j = 0; j < 8; ++j) s += lane[j];
-        logits[t * V + r] = s;
+        logits[t * V + r] = dot8(in + t * d, row, d);
       }
     }
   }
@@ -197,6 +201,7 @@ LmDecoder::LmDecoder(std::shared_ptr<const LmDecoderWeights> weights, LmDecoderO
            ", heads ", s.heads, ", kv_heads ", s.kv_heads, ", mlp ", s.mlp, ", context ", s.context, ")");
   BS_CHECK(s.dim % s.heads == 0 && s.head_dim() % 2 == 0, "LmDecoder: dim ", s.dim, " / heads ", s.heads,
            " must be an even integer");
+  BS_CHECK(s.head_dim() <= kMaxHeadDim, "LmDecoder: head width ", s.head_dim(), " exceeds ", kMaxHeadDim);
   BS_CHECK(s.heads % s.kv_heads == 0, "LmDecoder: heads ", s.heads, " must be a multiple of kv_heads ", s.kv_heads);
   BS_CHECK(s.norm_eps > 0 && s.rope_theta > 1, "LmDecoder: norm_eps must be > 0 and rope_theta > 1");
   BS_CHECK(options.threads >= 0, "LmDecoder: threads must be >= 0, got ", options.threads);
