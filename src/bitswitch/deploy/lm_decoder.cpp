@@ -48,7 +48,7 @@ float from_half(half_t h) { return float(h); }
 // The float dot products of the decoder (attention scores, float head): eight interleaved partial
 // sums (lane j sums the products i = j mod 8) added in lane order at the end. A fixed order, so
 // the same on every thread count, and vectorizable.
-float dot8(const float* x, const float* y, int64_t n) {
+inline __attribute__((always_inline)) float dot8(const float* x, const float* y, int64_t n) {
   float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
@@ -59,7 +59,40 @@ float dot8(const float* x, const float* y, int64_t n) {
   return s;
 }
 
-constexpr int64_t kMaxHeadDim = 1024;
+// One query over n cached positions: keys and values of position j at keys + j * stride,
+// values + j * stride. sc: n floats of scratch; out: hd floats. Compiled for AVX2 and for the
+// base ISA (the same operations in the same order, so the same bits).
+__attribute__((target_clones("avx2", "default"))) void attend(const float* q, const float* keys,
+                                                             const float* values, int64_t stride, int64_t n,
+                                                             int64_t hd, float scale, float* sc, float* out) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < n; ++j) {
+    sc[j] = dot8(q, keys + j * stride, hd) * scale;
+    mx = std::max(mx, sc[j]);
+  }
+  float sum = 0.0f;
+  for (int64_t j = 0; j < n; ++j) {
+    sc[j] = std::exp(sc[j] - mx);
+    sum += sc[j];
+  }
+  const float inv = 1.0f / sum;
+  for (int64_t j = 0; j < n; ++j) sc[j] *= inv;
+  std::fill(out, out + hd, 0.0f);
+  for (int64_t j = 0; j < n; ++j) {
+    const float pj = sc[j];
+    const float* v = values + j * stride;
+    for (int64_t i = 0; i < hd; ++i) out[i] += pj * v[i];
+  }
+}
+
+// Float head rows [r0, r1): logits[t][r] for n tokens (same clones as attend).
+__attribute__((target_clones("avx2", "default"))) void head_rows(int64_t r0, int64_t r1, int n, const float* in,
+                                                                const float* m, int64_t d, int64_t V,
+                                                                float* logits) {
+  for (int64_t r = r0; r < r1; ++r)
+    for (int t = 0; t < n; ++t) logits[t * V + r] = dot8(in + t * d, m + r * d, d);
+}
+
 
 void check_layer(const LmLinear& l, const char* name, int64_t layer, int64_t rows, int64_t cols) {
   BS_CHECK(l.rows() == rows && l.cols() == cols, "LmDecoder: block ", layer, " ", name, " is ", l.rows(), " x ",
@@ -79,6 +112,7 @@ struct LmDecoder::Impl {
   std::vector<std::vector<half_t>> k16, v16;   // FP16 cache
   // scratch
   std::vector<float> x, xn, qb, kb, vb, att, o, g, u, scores;
+  std::vector<std::vector<float>> f16_scratch;  // per thread
   std::vector<int8_t> qcodes;
   std::vector<float> qscale;
 
@@ -117,9 +151,6 @@ struct LmDecoder::Impl {
     }
   }
 
-  float value(int64_t layer, int64_t p, int64_t j) const {
-    return opt.kv_cache == KvCache::kFloat32 ? v32[layer][p * kvd + j] : from_half(v16[layer][p * kvd + j]);
-  }
   void store_kv(int64_t layer, int64_t p, const float* k, const float* v) {
     if (opt.kv_cache == KvCache::kFloat32) {
       std::copy(k, k + kvd, k32[layer].begin() + p * kvd);
@@ -137,41 +168,24 @@ struct LmDecoder::Impl {
     const int64_t work = int64_t(n) * heads;
     const int nt = (pos + n) * work * hd > 32768 ? threads : 1;
     scores.resize(size_t(nt) * size_t(max_positions));
+    f16_scratch.resize(size_t(nt));
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t wi = 0; wi < work; ++wi) {
       const int64_t t = wi / heads, h = wi % heads, kvh = h / group, p = pos + t;
       float* sc = scores.data() + size_t(omp_get_thread_num()) * size_t(max_positions);
       const float* qv = qb.data() + t * dim + h * hd;
-      float mx = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j <= p; ++j) {
-        float dot;
-        if (opt.kv_cache == KvCache::kFloat32) {
-          dot = dot8(qv, k32[layer].data() + j * kvd + kvh * hd, hd);
-        } else {
-          float kf[kMaxHeadDim];
-          for (int64_t i = 0; i < hd; ++i) kf[i] = from_half(k16[layer][j * kvd + kvh * hd + i]);
-          dot = dot8(qv, kf, hd);
-        }
-        sc[j] = dot * scale;
-        mx = std::max(mx, sc[j]);
-      }
-      float sum = 0.0f;
-      for (int64_t j = 0; j <= p; ++j) {
-        sc[j] = std::exp(sc[j] - mx);
-        sum += sc[j];
-      }
-      const float inv = 1.0f / sum;
-      for (int64_t j = 0; j <= p; ++j) sc[j] *= inv;
       float* out = att.data() + t * dim + h * hd;
-      std::fill(out, out + hd, 0.0f);
-      for (int64_t j = 0; j <= p; ++j) {
-        const float pj = sc[j];
-        if (opt.kv_cache == KvCache::kFloat32) {
-          const float* vv = v32[layer].data() + j * kvd + kvh * hd;
-          for (int64_t i = 0; i < hd; ++i) out[i] += pj * vv[i];
-        } else {
-          for (int64_t i = 0; i < hd; ++i) out[i] += pj * value(layer, j, kvh * hd + i);
-        }
+      if (opt.kv_cache == KvCache::kFloat32) {
+        attend(qv, k32[layer].data() + kvh * hd, v32[layer].data() + kvh * hd, kvd, p + 1, hd, scale, sc, out);
+      } else {  // widen this head's keys and values, then the same computation
+        std::vector<float>& kv = f16_scratch[size_t(omp_get_thread_num())];
+        kv.resize(size_t(2 * (p + 1) * hd));
+        for (int64_t j = 0; j <= p; ++j)
+          for (int64_t i = 0; i < hd; ++i) {
+            kv[size_t(j * hd + i)] = from_half(k16[layer][j * kvd + kvh * hd + i]);
+            kv[size_t((p + 1 + j) * hd + i)] = from_half(v16[layer][j * kvd + kvh * hd + i]);
+          }
+        attend(qv, kv.data(), kv.data() + (p + 1) * hd, hd, p + 1, hd, scale, sc, out);
       }
     }
   }
@@ -179,13 +193,9 @@ struct LmDecoder::Impl {
   // Float head: logits [n][vocab] = x [n][dim] . rows of `m` (vocab x dim).
   void float_head(int n, const float* in, const float* m, float* logits) const {
     const int64_t V = w->shape.vocab, d = w->shape.dim;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t r = 0; r < V; ++r) {
-      const float* row = m + r * d;
-      for (int t = 0; t < n; ++t) {
-        logits[t * V + r] = dot8(in + t * d, row, d);
-      }
-    }
+    const int nt = V * d * n > 65536 ? threads : 1;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int i = 0; i < nt; ++i) head_rows(V * i / nt, V * (i + 1) / nt, n, in, m, d, V, logits);
   }
 };
 
@@ -201,7 +211,6 @@ LmDecoder::LmDecoder(std::shared_ptr<const LmDecoderWeights> weights, LmDecoderO
            ", heads ", s.heads, ", kv_heads ", s.kv_heads, ", mlp ", s.mlp, ", context ", s.context, ")");
   BS_CHECK(s.dim % s.heads == 0 && s.head_dim() % 2 == 0, "LmDecoder: dim ", s.dim, " / heads ", s.heads,
            " must be an even integer");
-  BS_CHECK(s.head_dim() <= kMaxHeadDim, "LmDecoder: head width ", s.head_dim(), " exceeds ", kMaxHeadDim);
   BS_CHECK(s.heads % s.kv_heads == 0, "LmDecoder: heads ", s.heads, " must be a multiple of kv_heads ", s.kv_heads);
   BS_CHECK(s.norm_eps > 0 && s.rope_theta > 1, "LmDecoder: norm_eps must be > 0 and rope_theta > 1");
   BS_CHECK(options.threads >= 0, "LmDecoder: threads must be >= 0, got ", options.threads);
