@@ -97,10 +97,14 @@ TEST_P(LmLinearIsaTest, ExtremeCodes) {
   std::mt19937 rng(5);
   for (int bits = 2; bits <= 8; ++bits) {
     const int lo = quant::signed_qmin(bits);
-    // All weights -2^(l-1) against activations +-127: the largest products.
+    // All weights -2^(l-1) against activations +-127: the largest signed products.
     check(rng, 11, 256, bits, 0, lo, lo, 127, 127);
     check(rng, 11, 256, bits, 0, lo, lo, -127, -127);
-    check(rng, 11, 128, bits, 64, lo, quant::signed_qmax(bits), -127, 127);
+    // All weights 2^(l-1) - 1: the largest offset code u = 2^l - 1 (int16 runs at their bound).
+    const int hi = quant::signed_qmax(bits);
+    check(rng, 11, 1024, bits, 0, hi, hi, 127, 127);
+    check(rng, 11, 1024, bits, 128, hi, hi, -127, -127);
+    check(rng, 11, 128, bits, 64, lo, hi, -127, 127);
     // Long rows: int32 accumulation over K = 8192 of extreme products.
     check(rng, 3, 8192, bits, 0, lo, lo, -127, -127);
   }
