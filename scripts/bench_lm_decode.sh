@@ -12,6 +12,7 @@
 #                      llama-cpp-python and gguf come from PyPI, a benchmark dependency only)
 #      BENCH_LM_SKIP_LLAMA=1 leaves llama.cpp out (recorded as skipped)
 #      BENCH_LM_TABLE_ONLY=1 rewrites the doc from the last run's results in <build-dir>/lm-decode-bench
+#      BENCH_LM_REPS=N repetitions of each measurement, the best kept (default 3)
 #      BENCH_LM_QUICK=1 small prompt/decode counts and one repetition (a smoke run, not for the doc)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +21,7 @@ VENV=${BENCH_LM_VENV:-$BUILD/venv-lm-bench}
 OUTDOC=docs/lm-decode-bench.md
 WORK=$BUILD/lm-decode-bench
 mkdir -p "$WORK"
-CMD="scripts/bench_lm_decode.sh $*"
+CMD="$(env | grep -E '^BENCH_LM_(REPS|QUICK|SKIP_LLAMA)=' | tr '\n' ' ')scripts/bench_lm_decode.sh $*"
 
 export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$(cd .. && pwd)}
 [ -f "$BUILD/build.ninja" ] || cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBITSWITCH_BUILD_BENCH=ON
@@ -38,7 +39,7 @@ elif ! "$VENV/bin/python" -c "import llama_cpp, gguf" 2>/dev/null; then
 fi
 
 if [ "${BENCH_LM_QUICK:-0}" = 1 ]; then TINY_PD="--prompt 16 --decode 16"; BIG_PD="--prompt 8 --decode 8"; REPS=1
-else TINY_PD="--prompt 64 --decode 64"; BIG_PD="--prompt 32 --decode 64"; REPS=3; fi
+else TINY_PD="--prompt 64 --decode 64"; BIG_PD="--prompt 32 --decode 64"; REPS=${BENCH_LM_REPS:-3}; fi
 # (a) the trained small LM (configs/lm-tiny.yaml: preset tiny, vocab 2048, FP32 head)
 TINY="--vocab 2048 --dim 128 --layers 4 --heads 4 --kv-heads 2 --mlp 384 --context 128"
 # (b) memory-bound: 24 blocks of dim 1024 (GQA 16/4 heads, MLP 2816), vocab 32000: 302M weights
@@ -63,17 +64,17 @@ if [ "$LLAMA_STATUS" = ok ]; then
   done
 fi
 LOAD_AFTER=$(uptime)
-printf '%s\n' "$DATE" "$LOAD_BEFORE" "$LOAD_AFTER" "$LLAMA_STATUS" "$CMD" > "$WORK/meta.txt"
+printf '%s\n' "$DATE" "$LOAD_BEFORE" "$LOAD_AFTER" "$LLAMA_STATUS" "$CMD" "$REPS" > "$WORK/meta.txt"
 fi
-{ read -r DATE; read -r LOAD_BEFORE; read -r LOAD_AFTER; read -r LLAMA_STATUS; read -r CMD; } < "$WORK/meta.txt"
+{ read -r DATE; read -r LOAD_BEFORE; read -r LOAD_AFTER; read -r LLAMA_STATUS; read -r CMD; read -r REPS; } < "$WORK/meta.txt"
 
 MODEL=$(lscpu | grep 'Model name' | sed 's/Model name: *//')
 FLAGS=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|fma|f16c|bmi2|avx512.*|avx_vnni|amx.*)$' | tr '\n' ' ')
 L3=$(lscpu | grep 'L3' | sed 's/ *L3 cache: *//')
 CORES="$(lscpu | grep 'Core(s) per socket' | sed 's/.*: *//') cores x $(lscpu | grep 'Thread(s) per core' | sed 's/.*: *//') threads"
-/usr/bin/python3 - "$WORK" "$OUTDOC" "$CMD" "$MODEL" "$FLAGS" "$L3" "$DATE" "$LOAD_BEFORE" "$LOAD_AFTER" "$LLAMA_STATUS" "$CORES" <<'EOF'
+/usr/bin/python3 - "$WORK" "$OUTDOC" "$CMD" "$MODEL" "$FLAGS" "$L3" "$DATE" "$LOAD_BEFORE" "$LOAD_AFTER" "$LLAMA_STATUS" "$CORES" "$REPS" <<'EOF'
 import json, sys
-work, outdoc, cmd, model, flags, l3, date, load0, load1, llama_status, cores = sys.argv[1:]
+work, outdoc, cmd, model, flags, l3, date, load0, load1, llama_status, cores, reps = sys.argv[1:]
 def lines(p):
     return [json.loads(l) for l in open(p) if l.strip().startswith("{")]
 bw0, bw1 = json.load(open(f"{work}/membw.json")), json.load(open(f"{work}/membw_after.json"))
@@ -95,14 +96,14 @@ if loads and max(loads) > 1.5:
     L.append("- **Loaded machine** (1-minute load up to %.1f on 2 cores): every thread got a fraction of a core, "
              "and a 2-thread run stalls at each parallel region whenever one of its threads is descheduled "
              "(ours: ~170 regions per token; llama.cpp and PyTorch alike), so the 2-thread rows measure the "
-             "contention more than the engines; the 1-thread rows are side by side under the same load." % max(loads))
+             "contention more than the engines; the 1-thread rows are side by side under the same load, and `decode tok per CPU s` (decode tokens per CPU second of the process) removes the time the scheduler gave to others." % max(loads))
 L.append("- Read bandwidth (bench/bench_membw, 1 GiB, best of 8, max of a run before and after): %.2f GB/s with 1 "
          "thread, %.2f GB/s with 2." % (bw[1], bw[2]))
 L.append("- Method: random weights (speed does not depend on values), a prompt of P tokens in one batch "
          "(prefill tokens/s), then D tokens one at a time with the KV cache, greedy (decode tokens/s), best of "
-         "the repetitions. Ours: per-channel scales, FP32 KV cache; the big model's head is an 8-bit integer "
+         "%s repetitions. Ours: per-channel scales, FP32 KV cache; the big model's head is an 8-bit integer "
          "layer at every width (counted in the bytes per token). `limit` = bandwidth / weight bytes read "
-         "per token (all block layers, the head, one embedding row).")
+         "per token (all block layers, the head, one embedding row)." % reps)
 L.append("- References (scripts/bench_lm_decode_ref.py): PyTorch %s eager FP32 with a KV cache; the same model "
          "through torch.ao.quantization.quantize_dynamic (qint8, all Linear incl. head); llama.cpp through "
          "llama-cpp-python on a GGUF of the same random FP32 weights written by `gguf` and converted by "
@@ -112,6 +113,7 @@ L.append("- References (scripts/bench_lm_decode_ref.py): PyTorch %s eager FP32 w
 shapes = {"tiny": "trained small LM shape (configs/lm-tiny.yaml: dim 128, 4 layers, 4/2 heads, MLP 384, vocab 2048, FP32 head)",
           "big": "memory-bound model (dim 1024, 24 layers, 16/4 heads, MLP 2816, vocab 32000; 302M weights read per token)"}
 summary = []
+cpu = lambda r: "%.1f" % r["decode_cpu_tok_s"] if "decode_cpu_tok_s" in r else ""
 for lab in ("tiny", "big"):
     rows = [r for r in ours if r["label"] == lab]
     if not rows:
@@ -120,29 +122,29 @@ for lab in ("tiny", "big"):
     L.append("## %s\n" % shapes[lab])
     L.append("P = %d, D = %d." % (P, D) + (" dim 128 is not a multiple of llama.cpp's k-quant block (256), so "
              "llama_model_quantize falls back to Q4_0/Q8_0 for those tensors (see its bits/weight)." if lab == "tiny" else "") + "\n")
-    L.append("| engine | bits/weight | MB read/token | threads | prefill tok/s | decode tok/s | limit tok/s | of limit |")
-    L.append("|---|---|---|---|---|---|---|---|")
+    L.append("| engine | bits/weight | MB read/token | threads | prefill tok/s | decode tok/s | decode tok per CPU s | limit tok/s | of limit |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
     for r in sorted(rows, key=lambda r: (-r["bits"], r["threads"])):
         lim = bw[r["threads"]] * 1e9 / r["bytes_per_token"]
-        L.append("| bitswitch W%dA8 | %d | %.1f | %d | %.1f | %.1f | %.1f | %.0f%% |" %
+        L.append("| bitswitch W%dA8 | %d | %.1f | %d | %.1f | %.1f | %s | %.1f | %.0f%% |" %
                  (r["bits"], r["bits"], r["bytes_per_token"] / 1e6, r["threads"], r["prefill_tok_s"], r["decode_tok_s"],
-                  lim, 100 * r["decode_tok_s"] / lim))
+                  cpu(r), lim, 100 * r["decode_tok_s"] / lim))
     for (l2, eng, th), r in sorted(rf.items(), key=lambda kv: (kv[0][1], kv[0][2] or 0)):
         if l2 != lab:
             continue
         # GGUF parameters: the blocks, the embedding and the head.
         gguf_params = rows[0]["block_params"] + 2 * rows[0]["vocab"] * rows[0]["dim"]
         bpw = "32" if eng == "torch-fp32" else "8" if eng == "torch-int8" else "%.2f (file)" % (r["file_bytes"] * 8 / gguf_params)
-        L.append("| %s | %s | | %s | %.1f | %.1f | | |" % (eng, bpw, th, r["prefill_tok_s"], r["decode_tok_s"]))
+        L.append("| %s | %s | | %s | %.1f | %.1f | %s | | |" % (eng, bpw, th, r["prefill_tok_s"], r["decode_tok_s"], cpu(r)))
     L.append("")
 # Targets on the memory-bound model.
 if any(r["label"] == "big" for r in ours):
     L.append("## Targets (memory-bound model, decode tokens/s)\n")
     L.append("| target | threads | measured | met |")
     L.append("|---|---|---|---|")
-    for th in (1, 2):
-        g = lambda b: o.get(("big", b, th), {}).get("decode_tok_s")
-        ref_of = lambda e: rf.get(("big", e, th), {}).get("decode_tok_s")
+    for th, key in ((1, "decode_tok_s"), (2, "decode_tok_s"), (1, "decode_cpu_tok_s")):
+        g = lambda b: o.get(("big", b, th), {}).get(key)
+        ref_of = lambda e: rf.get(("big", e, th), {}).get(key)
         b8, b4, b2 = g(8), g(4), g(2)
         lim8 = bw[th] * 1e9 / o[("big", 8, th)]["bytes_per_token"] if b8 else None
         checks = []
@@ -159,7 +161,7 @@ if any(r["label"] == "big" for r in ours):
             if g(b) and r:
                 checks.append(("%d bits >= llama.cpp %s" % (b, fmt), g(b) / r, 1.0, "x"))
         for name, val, need, unit in checks:
-            L.append("| %s | %d | %.2f %s | %s |" % (name, th, val, unit, "yes" if val >= need else "no (%.0f%% of the target)" % (100 * val / need)))
+            L.append("| %s | %s | %.2f %s | %s |" % (name, "%d%s" % (th, " (per CPU s)" if key != "decode_tok_s" else ""), val, unit, "yes" if val >= need else "no (%.0f%% of the target)" % (100 * val / need)))
     L.append("")
 if errors:
     L.append("## Reference errors\n")
