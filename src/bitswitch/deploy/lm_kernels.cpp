@@ -303,6 +303,9 @@ BS_AVX2_INLINE void step_m1(__m256i* acc16, const uint8_t* v, __m256i q, std::in
   ((acc16[R] = _mm256_add_epi16(acc16[R], dot16<BITS>(unpack_row<BITS, R0 + int(R)>(v), q))), ...);
 }
 
+// Units ahead that the decode kernel prefetches (prefetches past the tile's end are harmless).
+constexpr int kPrefetchUnits = 4;
+
 // Rows 4H .. 4H + 3 of one tile, one token: out[r].
 template <int BITS, int H>
 BS_AVX2_INLINE void half_m1(const Layout& p, const uint8_t* w, const float* sc, const int8_t* q, const int32_t* qsum,
@@ -318,6 +321,12 @@ BS_AVX2_INLINE void half_m1(const Layout& p, const uint8_t* w, const float* sc, 
       for (auto& x : acc16) x = _mm256_setzero_si256();
       const int u1 = std::min(upg, u0 + kRun<BITS>);
       for (int u = u0; u < u1; ++u) {
+        if constexpr (H == 0) {
+          // The first half's pass brings the whole (tile, unit) into L1 for the second half,
+          // which then reads no memory: one sequential stream per tile.
+          for (int line = 0; line < kUnit * BITS; line += 64)
+            _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetchUnits * kUnit * BITS + line), _MM_HINT_T0);
+        }
         const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
         step_m1<BITS, 4 * H>(acc16, w, qv, std::make_index_sequence<4>{});
         q += kUnit;
@@ -339,6 +348,32 @@ BS_AVX2 void tile_m1(const Layout& p, const uint8_t* w, const float* sc, const i
                      float a, float* out) {
   half_m1<BITS, 0>(p, w, sc, q, qsum, a, out);
   half_m1<BITS, 1>(p, w, sc, q, qsum, a, out);
+}
+
+template <size_t... R>
+BS_AVX2_INLINE void step8_m1(__m256i* acc, const uint8_t* v, __m256i q, std::index_sequence<R...>) {
+  ((acc[R] = widen(acc[R], dot16<8>(unpack_row<8, int(R)>(v), q))), ...);
+}
+
+// 8 bits: no int16 runs, so the eight int32 accumulators fit the registers and one pass reads
+// each (tile, unit) of 256 bytes in order.
+template <>
+BS_AVX2 void tile_m1<8>(const Layout& p, const uint8_t* w, const float* sc, const int8_t* q, const int32_t* qsum,
+                        float a, float* out) {
+  (void)qsum;
+  const int upg = p.Gp / kUnit;
+  __m256 sum = _mm256_setzero_ps();
+  for (int g = 0; g < p.groups; ++g) {
+    __m256i acc[8];
+    for (auto& x : acc) x = _mm256_setzero_si256();
+    for (int u = 0; u < upg; ++u) {
+      step8_m1(acc, w, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)), std::make_index_sequence<8>{});
+      q += kUnit;
+      w += kUnit * 8;
+    }
+    sum = _mm256_add_ps(sum, _mm256_mul_ps(_mm256_cvtepi32_ps(reduce8(acc)), _mm256_loadu_ps(sc + g * kTileRows)));
+  }
+  _mm256_storeu_ps(out, _mm256_mul_ps(sum, _mm256_set1_ps(a)));
 }
 
 // Rows 2I, 2I + 1 of one tile for 4 tokens: out[t * 2 + r'] (lane order token-major).
