@@ -23,14 +23,15 @@ fi
 
 # 1. The fuzzer: the reader, the artifact validation and switching, nothing else. Rebuilt when
 # one of the files it is built from is newer than it.
-inputs=(fuzz/fuzz_safetensors.cpp src/bitswitch/format src/bitswitch/deploy/artifact.cpp src/bitswitch/deploy/artifact.h
-  src/bitswitch/deploy/packing.cpp src/bitswitch/deploy/packing.h src/bitswitch/nn/bit_config.cpp
+# Every torch-free source of the deployment library (all of src/bitswitch/deploy but export.cpp).
+deploy_srcs=()
+for f in src/bitswitch/deploy/*.cpp; do [ "$f" = src/bitswitch/deploy/export.cpp ] || deploy_srcs+=("$f"); done
+inputs=(fuzz/fuzz_safetensors.cpp src/bitswitch/format src/bitswitch/deploy src/bitswitch/nn/bit_config.cpp
   src/bitswitch/nn/bit_config.h src/bitswitch/quant/double_rounding.h src/bitswitch/util)
 if [ ! -x "$DIR/fuzz_safetensors" ] || [ -n "$(find "${inputs[@]}" -type f -newer "$DIR/fuzz_safetensors" | head -1)" ]; then
   clang++ -std=c++17 -g -O1 -ffp-contract=off -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-    -I src fuzz/fuzz_safetensors.cpp src/bitswitch/format/safetensors.cpp \
-    src/bitswitch/deploy/artifact.cpp src/bitswitch/deploy/packing.cpp \
-    src/bitswitch/nn/bit_config.cpp src/bitswitch/util/atomic_file.cpp -o "$DIR/fuzz_safetensors"
+    -fopenmp -I src fuzz/fuzz_safetensors.cpp src/bitswitch/format/safetensors.cpp src/bitswitch/format/graph.cpp \
+    "${deploy_srcs[@]}" src/bitswitch/nn/bit_config.cpp src/bitswitch/util/atomic_file.cpp -o "$DIR/fuzz_safetensors"
 fi
 
 if [ $replay = 1 ]; then
