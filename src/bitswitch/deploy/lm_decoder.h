@@ -42,6 +42,15 @@ struct LmDecoderWeights {
   std::vector<float> head;
 };
 
+// Random weights of a given shape, for tests and benchmarks (speed does not depend on the values):
+// block layers with `bits`-bit codes drawn uniformly (splitmix64 from `seed`) and group-wise
+// scales (group 0: per channel) that keep activations of order one; norms 1; embedding uniform
+// in [-1, 1]; the head an 8-bit integer layer, a float32 matrix or tied to the embedding.
+enum class LmRandomHead { kInteger8, kFloat32, kTied };
+std::shared_ptr<LmDecoderWeights> lm_random_weights(const LmShape& shape, int bits, int group, uint64_t seed,
+                                                    LmRandomHead head = LmRandomHead::kInteger8,
+                                                    QgemmIsa isa = QgemmIsa::kAuto);
+
 enum class KvCache { kFloat32, kFloat16 };
 
 struct LmDecoderOptions {
