@@ -174,6 +174,7 @@ std::string active_bn_key(const Artifact& a, const BnRecord& bn) {
 void check_graph(const Artifact& a, const std::string& where) {
   using format::OpKind;
   const auto order = format::validate_graph(a.graph, where);
+  std::set<std::string> used;
   std::map<std::string, const LayerRecord*> layers;
   std::map<std::string, const BnRecord*> bns;
   std::map<std::string, const NormRecord*> norms;
@@ -185,6 +186,13 @@ void check_graph(const Artifact& a, const std::string& where) {
   BS_CHECK(has_lm_op == a.is_lm(), where, ": ",
            a.is_lm() ? "a language model's graph needs tokens, embedding, ... nodes"
                      : "language-model nodes in a graph without language-model metadata ('lm')");
+  // The record a node names, used by this node only; `what` names its kind in errors.
+  auto record = [&](const auto& records, const format::GraphNode& n, const std::string& w, const char* what) {
+    auto it = records.find(n.layer);
+    BS_CHECK(it != records.end(), w, ": ", what, " '", n.layer, "' is not in the artifact");
+    BS_CHECK(used.insert(n.layer).second, w, ": ", what, " '", n.layer, "' is used by two nodes");
+    return it->second;
+  };
   auto input_channels = [&](const format::GraphNode& n, size_t k, int want_rank, const std::vector<int64_t>& ch,
                             const std::vector<int>& rank) {
     const int j = a.graph.index(n.inputs[k]);
@@ -192,7 +200,6 @@ void check_graph(const Artifact& a, const std::string& where) {
              want_rank == 1 ? "token sequence" : "sequence of vectors");
     return ch[size_t(j)];
   };
-  std::set<std::string> used;
   // Per node: channels, and whether the spatial size is known to be 1 x 1 / flattened.
   std::vector<int64_t> ch(a.graph.nodes.size(), 0);
   std::vector<int> rank(a.graph.nodes.size(), 4);  // 4: N x C x H x W, 2: N x C
@@ -212,10 +219,7 @@ void check_graph(const Artifact& a, const std::string& where) {
         break;
       case OpKind::kConv:
       case OpKind::kLinear: {
-        auto it = layers.find(n.layer);
-        BS_CHECK(it != layers.end(), w, ": layer '", n.layer, "' is not in the artifact");
-        BS_CHECK(used.insert(n.layer).second, w, ": layer '", n.layer, "' is used by two nodes");
-        const LayerRecord& l = *it->second;
+        const LayerRecord& l = *record(layers, n, w, "layer");
         const bool conv = n.op == OpKind::kConv;
         BS_CHECK(l.kind == (conv ? LayerKind::kConv : LayerKind::kLinear), w, ": layer '", n.layer, "' is a ",
                  kind_name(l.kind));
@@ -235,11 +239,9 @@ void check_graph(const Artifact& a, const std::string& where) {
         break;
       }
       case OpKind::kBatchNorm: {
-        auto it = bns.find(n.layer);
-        BS_CHECK(it != bns.end(), w, ": BatchNorm '", n.layer, "' is not in the artifact");
-        BS_CHECK(used.insert(n.layer).second, w, ": BatchNorm '", n.layer, "' is used by two nodes");
-        BS_CHECK(r == 4 && c == it->second->channels && n.out == c, w, ": input has ", c, " channels, the BatchNorm ",
-                 it->second->channels, " (shape mismatch)");
+        const BnRecord& b = *record(bns, n, w, "BatchNorm");
+        BS_CHECK(r == 4 && c == b.channels && n.out == c, w, ": input has ", c, " channels, the BatchNorm ", b.channels,
+                 " (shape mismatch)");
         break;
       }
       case OpKind::kAdd: {
@@ -262,24 +264,18 @@ void check_graph(const Artifact& a, const std::string& where) {
         c = n.out, r = 1;
         break;
       case OpKind::kEmbedding: {
-        auto it = layers.find(n.layer);
-        BS_CHECK(it != layers.end() && it->second->kind == LayerKind::kEmbedding, w, ": layer '", n.layer,
-                 "' is not an embedding of the artifact");
-        BS_CHECK(used.insert(n.layer).second, w, ": layer '", n.layer, "' is used by two nodes");
-        const LayerRecord& l = *it->second;
+        const LayerRecord& l = *record(layers, n, w, "layer");
+        BS_CHECK(l.kind == LayerKind::kEmbedding, w, ": layer '", n.layer, "' is not an embedding");
         BS_CHECK(r == 1 && c == l.out && n.in == l.out && n.out == l.in, w, ": embedding of ", n.in, " x ", n.out,
                  " differs from layer '", n.layer, "' (", l.out, " x ", l.in, ") or its input (shape mismatch)");
         c = n.out, r = 2;
         break;
       }
       case OpKind::kRmsNorm: {
-        auto it = norms.find(n.layer);
-        BS_CHECK(it != norms.end(), w, ": RMSNorm '", n.layer, "' is not in the artifact");
-        BS_CHECK(used.insert(n.layer).second, w, ": RMSNorm '", n.layer, "' is used by two nodes");
-        BS_CHECK(r == 2 && c == it->second->dim && n.out == c, w, ": input has ", c, " values, the RMSNorm ",
-                 it->second->dim, " (shape mismatch)");
-        BS_CHECK(n.eps == it->second->eps, w, ": eps ", n.eps, " differs from RMSNorm '", n.layer, "' (",
-                 it->second->eps, ")");
+        const NormRecord& nr = *record(norms, n, w, "RMSNorm");
+        BS_CHECK(r == 2 && c == nr.dim && n.out == c, w, ": input has ", c, " values, the RMSNorm ", nr.dim,
+                 " (shape mismatch)");
+        BS_CHECK(n.eps == nr.eps, w, ": eps ", n.eps, " differs from RMSNorm '", n.layer, "' (", nr.eps, ")");
         break;
       }
       case OpKind::kAttention: {

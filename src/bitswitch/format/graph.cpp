@@ -49,6 +49,15 @@ InputQuant parse_input_quant(const std::string& q, const std::string& where) {
   fail(where, ": field 'quant' = '", q, "' is not none, unsigned, signed or per_token");
 }
 
+GraphNode make_node(std::string name, OpKind op, std::vector<std::string> inputs, std::string layer = "") {
+  GraphNode n;
+  n.name = std::move(name);
+  n.op = op;
+  n.inputs = std::move(inputs);
+  n.layer = std::move(layer);
+  return n;
+}
+
 }  // namespace
 
 const char* op_name(OpKind k) { return info(k).name; }
@@ -101,20 +110,14 @@ std::string GraphBuilder::push(GraphNode n) {
 }
 
 std::string GraphBuilder::input(int64_t channels) {
-  GraphNode n;
-  n.name = unique("input");
-  n.op = OpKind::kInput;
+  GraphNode n = make_node(unique("input"), OpKind::kInput, {});
   n.out = channels;
   return push(std::move(n));
 }
 
 std::string GraphBuilder::conv(const std::string& layer, const std::string& x, int64_t in, int64_t out, int64_t kernel,
                                int64_t stride, int64_t padding, int64_t groups, InputQuant quant) {
-  GraphNode n;
-  n.name = unique(layer);
-  n.op = OpKind::kConv;
-  n.inputs = {x};
-  n.layer = layer;
+  GraphNode n = make_node(unique(layer), OpKind::kConv, {x}, layer);
   n.in = in, n.out = out, n.kernel = kernel, n.stride = stride, n.padding = padding, n.groups = groups;
   n.quant = quant;
   return push(std::move(n));
@@ -122,99 +125,58 @@ std::string GraphBuilder::conv(const std::string& layer, const std::string& x, i
 
 std::string GraphBuilder::linear(const std::string& layer, const std::string& x, int64_t in, int64_t out,
                                  InputQuant quant) {
-  GraphNode n;
-  n.name = unique(layer);
-  n.op = OpKind::kLinear;
-  n.inputs = {x};
-  n.layer = layer;
+  GraphNode n = make_node(unique(layer), OpKind::kLinear, {x}, layer);
   n.in = in, n.out = out;
   n.quant = quant;
   return push(std::move(n));
 }
 
 std::string GraphBuilder::batchnorm(const std::string& layer, const std::string& x, int64_t channels) {
-  GraphNode n;
-  n.name = unique(layer);
-  n.op = OpKind::kBatchNorm;
-  n.inputs = {x};
-  n.layer = layer;
+  GraphNode n = make_node(unique(layer), OpKind::kBatchNorm, {x}, layer);
   n.in = n.out = channels;
   return push(std::move(n));
 }
 
 std::string GraphBuilder::relu(const std::string& x) {
-  GraphNode n;
-  n.name = unique(x + ".relu");
-  n.op = OpKind::kRelu;
-  n.inputs = {x};
-  return push(std::move(n));
+  return push(make_node(unique(x + ".relu"), OpKind::kRelu, {x}));
 }
 
 std::string GraphBuilder::relu6(const std::string& x) {
-  GraphNode n;
-  n.name = unique(x + ".relu6");
-  n.op = OpKind::kRelu6;
-  n.inputs = {x};
-  return push(std::move(n));
+  return push(make_node(unique(x + ".relu6"), OpKind::kRelu6, {x}));
 }
 
 std::string GraphBuilder::add(const std::string& x, const std::string& y) {
-  GraphNode n;
-  n.name = unique(x + ".add");
-  n.op = OpKind::kAdd;
-  n.inputs = {x, y};
-  return push(std::move(n));
+  return push(make_node(unique(x + ".add"), OpKind::kAdd, {x, y}));
 }
 
 std::string GraphBuilder::maxpool(const std::string& x, int64_t kernel, int64_t stride, int64_t padding) {
-  GraphNode n;
-  n.name = unique(x + ".maxpool");
-  n.op = OpKind::kMaxPool;
-  n.inputs = {x};
+  GraphNode n = make_node(unique(x + ".maxpool"), OpKind::kMaxPool, {x});
   n.kernel = kernel, n.stride = stride, n.padding = padding;
   return push(std::move(n));
 }
 
 std::string GraphBuilder::global_avgpool(const std::string& x) {
-  GraphNode n;
-  n.name = unique(x + ".avgpool");
-  n.op = OpKind::kGlobalAvgPool;
-  n.inputs = {x};
-  return push(std::move(n));
+  return push(make_node(unique(x + ".avgpool"), OpKind::kGlobalAvgPool, {x}));
 }
 
 std::string GraphBuilder::flatten(const std::string& x) {
-  GraphNode n;
-  n.name = unique(x + ".flatten");
-  n.op = OpKind::kFlatten;
-  n.inputs = {x};
-  return push(std::move(n));
+  return push(make_node(unique(x + ".flatten"), OpKind::kFlatten, {x}));
 }
 
 std::string GraphBuilder::tokens(int64_t vocab) {
-  GraphNode n;
-  n.name = unique("tokens");
-  n.op = OpKind::kTokens;
+  GraphNode n = make_node(unique("tokens"), OpKind::kTokens, {});
   n.out = vocab;
   return push(std::move(n));
 }
 
 std::string GraphBuilder::embedding(const std::string& layer, const std::string& x, int64_t vocab, int64_t dim) {
-  GraphNode n;
-  n.name = unique(layer);
-  n.op = OpKind::kEmbedding;
-  n.inputs = {x};
-  n.layer = layer;
+  GraphNode n = make_node(unique(layer), OpKind::kEmbedding, {x}, layer);
   n.in = vocab, n.out = dim;
   return push(std::move(n));
 }
 
 std::string GraphBuilder::rmsnorm(const std::string& layer, const std::string& x, int64_t dim, double eps) {
-  GraphNode n;
-  n.name = unique(layer);
-  n.op = OpKind::kRmsNorm;
-  n.inputs = {x};
-  n.layer = layer;
+  GraphNode n = make_node(unique(layer), OpKind::kRmsNorm, {x}, layer);
   n.in = n.out = dim;
   n.eps = eps;
   return push(std::move(n));
@@ -223,30 +185,19 @@ std::string GraphBuilder::rmsnorm(const std::string& layer, const std::string& x
 std::string GraphBuilder::attention(const std::string& name, const std::string& q, const std::string& k,
                                     const std::string& v, int64_t heads, int64_t kv_heads, int64_t head_dim,
                                     double rope_theta) {
-  GraphNode n;
-  n.name = unique(name);
-  n.op = OpKind::kAttention;
-  n.inputs = {q, k, v};
+  GraphNode n = make_node(unique(name), OpKind::kAttention, {q, k, v});
   n.heads = heads, n.kv_heads = kv_heads, n.head_dim = head_dim, n.rope_theta = rope_theta;
   n.in = n.out = heads * head_dim;
   return push(std::move(n));
 }
 
 std::string GraphBuilder::silu_mul(const std::string& gate, const std::string& up) {
-  GraphNode n;
-  n.name = unique(gate + ".silu_mul");
-  n.op = OpKind::kSiluMul;
-  n.inputs = {gate, up};
-  return push(std::move(n));
+  return push(make_node(unique(gate + ".silu_mul"), OpKind::kSiluMul, {gate, up}));
 }
 
 std::string GraphBuilder::head(const std::string& embedding_layer, const std::string& x, int64_t dim, int64_t vocab,
                                InputQuant quant) {
-  GraphNode n;
-  n.name = unique(embedding_layer + ".head");
-  n.op = OpKind::kHead;
-  n.inputs = {x};
-  n.layer = embedding_layer;
+  GraphNode n = make_node(unique(embedding_layer + ".head"), OpKind::kHead, {x}, embedding_layer);
   n.in = dim, n.out = vocab;
   n.quant = quant;
   return push(std::move(n));
