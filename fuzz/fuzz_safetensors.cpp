@@ -1,5 +1,6 @@
 // libFuzzer target for the safetensors reader, the artifact validation on top of it (metadata, op
-// graph) and the integer runtime's load of what validates: any
+// graph) and the integer runtime's load of what validates (the image runtime, or the language-model
+// decoder's loader, deploy/lm_artifact.h): any
 // input must either parse or throw bitswitch::Error. A parsed file must also keep its views inside the input and survive a
 // serialize -> parse round trip unchanged. A custom mutator mostly mutates the JSON header or
 // the data buffer alone and rewrites the length prefix to match, so that mutations reach the
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "bitswitch/deploy/artifact.h"
+#include "bitswitch/deploy/lm_artifact.h"
 #include "bitswitch/deploy/runtime.h"
 #include "bitswitch/format/safetensors.h"
 #include "bitswitch/util/error.h"
@@ -49,11 +51,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::map<std::string, std::string> meta;
     (void)artifact_tensors(art, &meta);
     const Artifact low = art.master ? switch_uniform(art, art.bits.back(), 1) : art;
-    // The runtime's load (graph checks, fusion, value kinds, memory plan) on what validated.
-    RuntimeOptions ro;
-    ro.threads = 1;
-    const Runtime rt(low, ro);
-    if (rt.plan().empty()) std::abort();
+    if (low.is_lm()) {
+      // A language model: the decoder loader's structure check and integer layers.
+      const auto w = lm_decoder_weights(low, bitswitch::deploy::QgemmIsa::kScalar);
+      if (int64_t(w->blocks.size()) != low.lm.layers) std::abort();
+    } else {
+      // The runtime's load (graph checks, fusion, value kinds, memory plan) on what validated.
+      RuntimeOptions ro;
+      ro.threads = 1;
+      const Runtime rt(low, ro);
+      if (rt.plan().empty()) std::abort();
+    }
   } catch (const bitswitch::Error&) {
   }
   return 0;

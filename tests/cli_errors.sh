@@ -64,6 +64,14 @@ expect_error "cannot open safetensors file '$TMP/none.safetensors'" switch "$TMP
 expect_error "excludes" switch "$TMP/garbage.safetensors" --bits 4 --layer-bits "$TMP/lb.json" -o "$TMP/m4.safetensors"
 expect_error "give --bits B or --layer-bits FILE" switch "$TMP/garbage.safetensors" -o "$TMP/m4.safetensors"
 expect_error "--isa: 'sse' is not one of" infer "$TMP/garbage.safetensors" --isa sse
+# language-model decoding (the LM seeds of fuzz/corpus: byte tokenizer, context 16, bits 8,4,2)
+CORPUS=$(cd "$(dirname "$0")/../fuzz/corpus" && pwd)
+expect_error "is not a language-model artifact" generate "$CORPUS/artifact-smallcnn.safetensors" --prompt hi
+expect_error "width 6 is not in the artifact's bit list 8,4,2" generate "$CORPUS/artifact-lm-master.safetensors" --bits 6 --prompt hi
+expect_error "is already switched to w2" perplexity "$CORPUS/artifact-lm-w2.safetensors" --bits 4
+expect_error "perplexity: cannot read '$TMP/none.txt'" perplexity "$CORPUS/artifact-lm-w2.safetensors" --text "$TMP/none.txt"
+expect_error "generate: the prompt is empty" generate "$CORPUS/artifact-lm-w2.safetensors" --prompt ""
+expect_error "the model's context is 16" generate "$CORPUS/artifact-lm-w2.safetensors" --prompt "more than sixteen bytes"
 if ls "$TMP"/m.safetensors "$TMP"/m4.safetensors >/dev/null 2>&1; then
   echo "FAIL: a failed export or switch left an artifact"
   failed=$((failed + 1))

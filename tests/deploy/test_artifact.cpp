@@ -11,6 +11,7 @@
 #include <random>
 
 #include "bitswitch/deploy/artifact.h"
+#include "bitswitch/deploy/lm_artifact.h"
 #include "bitswitch/deploy/packing.h"
 #include "bitswitch/deploy/runtime.h"
 #include "bitswitch/format/graph.h"
@@ -516,4 +517,29 @@ TEST(Artifact, FuzzSeedsAreVersion2AndTheHugeIntegerIsAnError) {
   EXPECT_EQ(rt.forward(random_images(2, 28, 28, 1).data(), 2, 28, 28).size(), size_t(20));
   EXPECT_CONTAINS(error_of([&] { read_artifact(dir + "artifact-huge-int.safetensors"); }),
                   "graph: node 'bn1.relu.maxpool': field 'kernel' must be an integer, got 9.223372036854776e+20");
+}
+
+TEST(Artifact, LanguageModelFuzzSeedsReadAndLoad) {
+  // A tiny language model (scripts/make_lm_fuzz_seeds.sh): its master and a 2-bit switched
+  // artifact, group-wise scales, 8-bit embedding and head.
+  const std::string dir = std::string(BITSWITCH_SOURCE_DIR) + "/fuzz/corpus/";
+  const Artifact m = read_artifact(dir + "artifact-lm-master.safetensors");
+  const Artifact w2 = read_artifact(dir + "artifact-lm-w2.safetensors");
+  ASSERT_TRUE(m.is_lm() && w2.is_lm());
+  EXPECT_TRUE(m.master);
+  EXPECT_EQ(w2.label(), "w2");
+  EXPECT_EQ(w2.tokenizer_kind, "byte");
+  EXPECT_GT(m.lm.group_size, 0);
+  const auto weights = lm_decoder_weights(w2);
+  EXPECT_EQ(int64_t(weights->blocks.size()), w2.lm.layers);
+  EXPECT_EQ(weights->blocks[0].q.bits(), 2);
+  EXPECT_TRUE(weights->head_q.has_value());
+  // The master switched here equals the stored switched artifact, layer by layer.
+  const Artifact s = switch_uniform(m, 2, 1);
+  for (size_t i = 0; i < s.layers.size(); ++i) {
+    EXPECT_EQ(s.layers[i].codes, w2.layers[i].codes) << s.layers[i].name;
+    EXPECT_EQ(s.layers[i].scale, w2.layers[i].scale) << s.layers[i].name;
+  }
+  // The image runtime refuses it, naming the node.
+  EXPECT_CONTAINS(error_of([&] { Runtime(w2, RuntimeOptions{}); }), "node 'tokens': op 'tokens' belongs to a language model");
 }

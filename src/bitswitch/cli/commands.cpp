@@ -19,6 +19,7 @@ int run(int argc, char** argv) {
   add_deploy_commands(app, table);
   add_mixed_commands(app, table);
   add_lm_commands(app, table);
+  add_lm_decode_commands(app, table);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -40,6 +40,8 @@ void add_mixed_commands(CLI::App& app, CommandTable& table);
 // lm-train, sample (lm_commands.cpp).
 void add_lm_commands(CLI::App& app, CommandTable& table);
 // `bitswitch eval` of a language-model checkpoint: held-out perplexity and bits per byte per width.
+// generate, perplexity: language-model artifacts on the integer decoder (lm_decode_commands.cpp).
+void add_lm_decode_commands(CLI::App& app, CommandTable& table);
 int run_lm_eval(const std::string& checkpoint, const std::string& bits, int threads);
 
 int run(int argc, char** argv);

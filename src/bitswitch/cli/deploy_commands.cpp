@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "bitswitch/cli/commands.h"
+#include "bitswitch/cli/width_choice.h"
 #include "bitswitch/data/datasets.h"
 #include "bitswitch/data/image_folder.h"
 #include "bitswitch/data/loader.h"
@@ -40,40 +41,10 @@ size_t file_size(const std::string& path) {
   return ec ? 0 : size_t(n);
 }
 
-int parse_width(const std::string& text) {
-  return nn::parse_bit_list(text, "--bits").front();
-}
-
-// The widths a command asks for: --bits B or --layer-bits FILE (or neither).
-struct WidthChoice {
-  std::string bits, layer_bits;
-
-  void add(CLI::App& app, const std::string& what) {
-    auto* b = app.add_option("--bits", bits, "uniform width " + what);
-    auto* l = app.add_option("--layer-bits", layer_bits, "JSON file of per-layer widths " + what +
-                                                             " ({\"layer\": bits, ...}, e.g. from `bitswitch search`)");
-    b->excludes(l);
-  }
-  bool given() const { return !bits.empty() || !layer_bits.empty(); }
-  // The artifact to run: a master switched to the widths asked for (default: its highest);
-  // a switched one as it is (asking for widths is then an error).
-  Artifact runnable(Artifact a, const std::string& path, int threads) const {
-    if (given()) {
-      BS_CHECK(a.master, "'", path, "' is already switched to ", a.label(), "; --bits/--layer-bits need a master artifact");
-      return apply(a, threads);
-    }
-    return a.master ? deploy::switch_uniform(a, a.high_bits, threads) : a;
-  }
-  Artifact apply(const Artifact& master, int threads) const {
-    if (!layer_bits.empty()) return deploy::switch_widths(master, nn::read_layer_bits(layer_bits, master.bits), threads);
-    return deploy::switch_uniform(master, parse_width(bits), threads);
-  }
-};
-
 struct ExportCommand {
   std::string checkpoint, output;
   void add(CLI::App& app) {
-    app.add_option("--checkpoint", checkpoint, "multi-precision checkpoint (from `bitswitch train`)")->required();
+    app.add_option("--checkpoint", checkpoint, "multi-precision checkpoint (from `bitswitch train` or `bitswitch lm-train`)")->required();
     app.add_option("-o,--output", output, "artifact to write (.safetensors)")->required();
   }
   int run() {
@@ -325,12 +296,20 @@ struct InspectCommand {
       total += bytes;
       json act = json::array();
       for (const auto& [b, _] : l.act_scale) act.push_back(b);
+      const char* kind = l.kind == deploy::LayerKind::kConv     ? "conv"
+                         : l.kind == deploy::LayerKind::kLinear ? "linear"
+                                                                : "embedding";
+      std::string width = l.quantized ? std::to_string(l.bits) : std::string("fp32");
+      if (l.group > 0) width += " g" + std::to_string(l.group);
+      if (l.quantized && a.master && l.switchable) width += " (master)";
       layers.push_back({{"name", l.name},
-                        {"kind", l.kind == deploy::LayerKind::kConv ? "conv" : "linear"},
-                        {"width", l.quantized ? std::to_string(l.bits) + (a.master && l.switchable ? " (master)" : "")
-                                              : std::string("fp32")},
+                        {"kind", kind},
+                        {"width", width},
+                        {"group", l.group},
+                        {"input", !l.quantize_input ? "none" : l.per_token_input ? "per_token" : l.signed_input ? "signed" : "unsigned"},
                         {"shape", shape},
                         {"weight_bytes", bytes},
+                        {"scale_bytes", l.scale.size() * sizeof(float)},
                         {"act_widths", act}});
     }
     const auto size = deploy::artifact_size(a);
@@ -338,9 +317,16 @@ struct InspectCommand {
                 {"kind", a.label()},     {"file_bytes", file_size(input)}, {"weight_bytes", total},
                 {"tensor_bytes", size.total_tensor_bytes}, {"layers", layers}, {"provenance", a.provenance},
                 {"classes", a.classes.size()}, {"graph_nodes", a.graph.nodes.size()}};
+    if (a.is_lm()) {
+      out["lm"] = a.lm.to_json();
+      out["tokenizer"] = {{"kind", a.tokenizer_kind}, {"bytes", a.tokenizer_model.size()}};
+      out["norms"] = a.norms.size();
+    }
     std::vector<std::string> plan;
     if (graph) {
       out["graph"] = format::graph_to_json(a.graph);
+    }
+    if (graph && !a.is_lm()) {
       deploy::RuntimeOptions ro;
       ro.threads = 1;
       plan = deploy::Runtime(a.master ? deploy::switch_uniform(a, a.high_bits, 1) : a, ro).plan();
@@ -352,14 +338,25 @@ struct InspectCommand {
     }
     fmt::print("{}: {} {}, bits {}, {} bytes on disk ({} of weights)\n", input, a.arch, a.label(),
                nn::format_bit_list(a.bits), file_size(input), total);
-    fmt::print("{:<24} {:<7} {:<12} {:<18} {:>10}  {}\n", "layer", "kind", "width", "shape", "bytes", "act widths");
+    if (a.is_lm())
+      fmt::print("language model: vocab {}, dim {}, {} layers, {} heads ({} key/value), head width {}, MLP {}, "
+                 "context {}, rope theta {}, {}{}; {} RMSNorms; tokenizer {} ({} bytes)\n",
+                 a.lm.vocab, a.lm.dim, a.lm.layers, a.lm.heads, a.lm.kv_heads, a.lm.head_dim(), a.lm.mlp, a.lm.context,
+                 a.lm.rope_theta, a.lm.group_size > 0 ? fmt::format("weight scales per group of {}", a.lm.group_size)
+                                                       : std::string("weight scales per output channel"),
+                 a.lm.tied ? ", head tied to the embedding" : "", a.norms.size(), a.tokenizer_kind,
+                 a.tokenizer_model.size());
+    fmt::print("{:<32} {:<9} {:<14} {:<18} {:>10} {:>8}  {}\n", "layer", "kind", "width", "shape", "bytes",
+               "scales", a.is_lm() ? "input" : "act widths");
     for (const auto& l : layers) {
       std::string shape;
       for (const auto& d : l["shape"]) shape += (shape.empty() ? "" : "x") + std::to_string(d.get<int64_t>());
       std::string act;
       for (const auto& b : l["act_widths"]) act += (act.empty() ? "" : ",") + std::to_string(b.get<int>());
-      fmt::print("{:<24} {:<7} {:<12} {:<18} {:>10}  {}\n", l["name"].get<std::string>(), l["kind"].get<std::string>(),
-                 l["width"].get<std::string>(), shape, l["weight_bytes"].get<size_t>(), act.empty() ? "-" : act);
+      fmt::print("{:<32} {:<9} {:<14} {:<18} {:>10} {:>8}  {}\n", l["name"].get<std::string>(),
+                 l["kind"].get<std::string>(), l["width"].get<std::string>(), shape, l["weight_bytes"].get<size_t>(),
+                 l["scale_bytes"].get<size_t>(),
+                 a.is_lm() ? l["input"].get<std::string>() : (act.empty() ? "-" : act));
     }
     if (graph) {
       fmt::print("\ngraph: {} nodes, output '{}'\n", a.graph.nodes.size(), a.graph.output);
@@ -376,10 +373,21 @@ struct InspectCommand {
           attrs = fmt::format("k{} s{} p{}", n.kernel, n.stride, n.padding);
         else if (n.op == format::OpKind::kInput || n.op == format::OpKind::kBatchNorm)
           attrs = fmt::format("{} channels", n.out);
+        else if (n.op == format::OpKind::kTokens)
+          attrs = fmt::format("vocab {}", n.out);
+        else if (n.op == format::OpKind::kEmbedding || n.op == format::OpKind::kHead)
+          attrs = fmt::format("{}->{}{}", n.in, n.out,
+                              n.op == format::OpKind::kHead ? fmt::format(" in:{}", format::input_quant_name(n.quant)) : "");
+        else if (n.op == format::OpKind::kRmsNorm)
+          attrs = fmt::format("dim {} eps {}", n.out, n.eps);
+        else if (n.op == format::OpKind::kAttention)
+          attrs = fmt::format("{} heads / {} kv x {} theta {}", n.heads, n.kv_heads, n.head_dim, n.rope_theta);
         fmt::print("  {:<36} {:<15} {:<24} ({})\n", n.name, format::op_name(n.op), attrs, ins);
       }
-      fmt::print("\nexecution plan ({} steps):\n", plan.size());
-      for (const auto& p : plan) fmt::print("  {}\n", p);
+      if (!a.is_lm()) {
+        fmt::print("\nexecution plan ({} steps):\n", plan.size());
+        for (const auto& p : plan) fmt::print("  {}\n", p);
+      }
     }
     return 0;
   }

@@ -24,7 +24,9 @@ namespace {
 
 constexpr int64_t kMaxDim = int64_t(1) << 24;
 
-const char* kind_name(LayerKind k) { return k == LayerKind::kConv ? "conv" : "linear"; }
+const char* kind_name(LayerKind k) {
+  return k == LayerKind::kConv ? "conv" : k == LayerKind::kLinear ? "linear" : "embedding";
+}
 
 std::string rounding_name(quant::SecondRounding r) {
   return r == quant::SecondRounding::kFloor ? "floor" : "half_up";
@@ -86,8 +88,47 @@ void parallel_chunks(size_t n, int threads, F&& fn) {
 }  // namespace
 
 std::vector<int64_t> LayerRecord::weight_shape() const {
-  if (kind == LayerKind::kLinear) return {out, in};
+  if (kind != LayerKind::kConv) return {out, in};
   return {out, in / groups, kernel, kernel};
+}
+
+std::vector<int64_t> LayerRecord::scale_shape() const {
+  if (group == 0) return {out};
+  return {out, row_elems() / group};
+}
+
+json LmArchRecord::to_json() const {
+  return json{{"vocab", vocab},         {"dim", dim},       {"layers", layers},         {"heads", heads},
+              {"kv_heads", kv_heads},   {"mlp", mlp},       {"context", context},       {"rope_theta", rope_theta},
+              {"norm_eps", norm_eps},   {"tied", tied},     {"group_size", group_size}};
+}
+
+LmArchRecord LmArchRecord::from_json(const json& j, const std::string& where) {
+  LmArchRecord r;
+  r.vocab = format::json_int(j, "vocab", 2, kMaxDim, where);
+  r.dim = format::json_int(j, "dim", 1, kMaxDim, where);
+  r.layers = format::json_int(j, "layers", 1, 4096, where);
+  r.heads = format::json_int(j, "heads", 1, 4096, where);
+  r.kv_heads = format::json_int(j, "kv_heads", 1, 4096, where);
+  r.mlp = format::json_int(j, "mlp", 1, kMaxDim, where);
+  r.context = format::json_int(j, "context", 1, kMaxDim, where);
+  r.group_size = format::json_int(j, "group_size", 0, kMaxDim, where);
+  r.rope_theta = format::json_number(j, "rope_theta", 1, 1e12, where);
+  r.norm_eps = format::json_number(j, "norm_eps", 0, 1, where);
+  r.tied = format::json_bool(j, "tied", where);
+  BS_CHECK(r.dim % r.heads == 0 && r.head_dim() % 2 == 0, where, ": dim ", r.dim, " / heads ", r.heads,
+           " must be an even head width");
+  BS_CHECK(r.heads % r.kv_heads == 0, where, ": heads ", r.heads, " must be a multiple of kv_heads ", r.kv_heads);
+  BS_CHECK(r.rope_theta > 1 && r.norm_eps > 0, where, ": rope_theta must be > 1 and norm_eps > 0");
+  BS_CHECK(r.group_size == 0 || (r.dim % r.group_size == 0 && r.mlp % r.group_size == 0), where, ": group_size ",
+           r.group_size, " must divide dim ", r.dim, " and mlp ", r.mlp);
+  return r;
+}
+
+const NormRecord& Artifact::norm(const std::string& name) const {
+  for (const auto& n : norms)
+    if (n.name == name) return n;
+  fail("artifact has no RMSNorm '", name, "'");
 }
 
 const LayerRecord& Artifact::layer(const std::string& name) const {
@@ -133,11 +174,32 @@ std::string active_bn_key(const Artifact& a, const BnRecord& bn) {
 void check_graph(const Artifact& a, const std::string& where) {
   using format::OpKind;
   const auto order = format::validate_graph(a.graph, where);
+  std::set<std::string> used;
   std::map<std::string, const LayerRecord*> layers;
   std::map<std::string, const BnRecord*> bns;
+  std::map<std::string, const NormRecord*> norms;
   for (const auto& l : a.layers) layers[l.name] = &l;
   for (const auto& b : a.bns) bns[b.name] = &b;
-  std::set<std::string> used;
+  for (const auto& n : a.norms) norms[n.name] = &n;
+  bool has_lm_op = false;
+  for (const auto& n : a.graph.nodes) has_lm_op |= format::is_lm_op(n.op);
+  BS_CHECK(has_lm_op == a.is_lm(), where, ": ",
+           a.is_lm() ? "a language model's graph needs tokens, embedding, ... nodes"
+                     : "language-model nodes in a graph without language-model metadata ('lm')");
+  // The record a node names, used by this node only; `what` names its kind in errors.
+  auto record = [&](const auto& records, const format::GraphNode& n, const std::string& w, const char* what) {
+    auto it = records.find(n.layer);
+    BS_CHECK(it != records.end(), w, ": ", what, " '", n.layer, "' is not in the artifact");
+    BS_CHECK(used.insert(n.layer).second, w, ": ", what, " '", n.layer, "' is used by two nodes");
+    return it->second;
+  };
+  auto input_channels = [&](const format::GraphNode& n, size_t k, int want_rank, const std::vector<int64_t>& ch,
+                            const std::vector<int>& rank) {
+    const int j = a.graph.index(n.inputs[k]);
+    BS_CHECK(rank[size_t(j)] == want_rank, where, ": node '", n.name, "': input '", n.inputs[k], "' is not a ",
+             want_rank == 1 ? "token sequence" : "sequence of vectors");
+    return ch[size_t(j)];
+  };
   // Per node: channels, and whether the spatial size is known to be 1 x 1 / flattened.
   std::vector<int64_t> ch(a.graph.nodes.size(), 0);
   std::vector<int> rank(a.graph.nodes.size(), 4);  // 4: N x C x H x W, 2: N x C
@@ -157,17 +219,17 @@ void check_graph(const Artifact& a, const std::string& where) {
         break;
       case OpKind::kConv:
       case OpKind::kLinear: {
-        auto it = layers.find(n.layer);
-        BS_CHECK(it != layers.end(), w, ": layer '", n.layer, "' is not in the artifact");
-        BS_CHECK(used.insert(n.layer).second, w, ": layer '", n.layer, "' is used by two nodes");
-        const LayerRecord& l = *it->second;
+        const LayerRecord& l = *record(layers, n, w, "layer");
         const bool conv = n.op == OpKind::kConv;
-        BS_CHECK(conv == (l.kind == LayerKind::kConv), w, ": layer '", n.layer, "' is a ", kind_name(l.kind));
+        BS_CHECK(l.kind == (conv ? LayerKind::kConv : LayerKind::kLinear), w, ": layer '", n.layer, "' is a ",
+                 kind_name(l.kind));
         BS_CHECK(n.in == l.in && n.out == l.out && n.kernel == l.kernel && n.stride == l.stride &&
                      n.padding == l.padding && n.groups == l.groups,
                  w, ": geometry differs from layer '", n.layer, "'");
-        const auto q = !l.quantize_input ? format::InputQuant::kNone
-                                         : (l.signed_input ? format::InputQuant::kSigned : format::InputQuant::kUnsigned);
+        const auto q = !l.quantize_input  ? format::InputQuant::kNone
+                       : l.per_token_input ? format::InputQuant::kPerToken
+                       : l.signed_input    ? format::InputQuant::kSigned
+                                           : format::InputQuant::kUnsigned;
         BS_CHECK(n.quant == q, w, ": input quantizer '", format::input_quant_name(n.quant), "' differs from layer '",
                  n.layer, "' ('", format::input_quant_name(q), "')");
         BS_CHECK(r == (conv ? 4 : 2), w, ": a ", conv ? "conv" : "linear", " node needs a ", conv ? "4-d" : "flattened",
@@ -177,11 +239,9 @@ void check_graph(const Artifact& a, const std::string& where) {
         break;
       }
       case OpKind::kBatchNorm: {
-        auto it = bns.find(n.layer);
-        BS_CHECK(it != bns.end(), w, ": BatchNorm '", n.layer, "' is not in the artifact");
-        BS_CHECK(used.insert(n.layer).second, w, ": BatchNorm '", n.layer, "' is used by two nodes");
-        BS_CHECK(r == 4 && c == it->second->channels && n.out == c, w, ": input has ", c, " channels, the BatchNorm ",
-                 it->second->channels, " (shape mismatch)");
+        const BnRecord& b = *record(bns, n, w, "BatchNorm");
+        BS_CHECK(r == 4 && c == b.channels && n.out == c, w, ": input has ", c, " channels, the BatchNorm ", b.channels,
+                 " (shape mismatch)");
         break;
       }
       case OpKind::kAdd: {
@@ -199,6 +259,56 @@ void check_graph(const Artifact& a, const std::string& where) {
                  ": flatten must follow a global average pooling (1 x 1 spatial)");
         r = 2;
         break;
+      case OpKind::kTokens:
+        BS_CHECK(n.out == a.lm.vocab, w, ": vocabulary of ", n.out, " tokens, the model has ", a.lm.vocab);
+        c = n.out, r = 1;
+        break;
+      case OpKind::kEmbedding: {
+        const LayerRecord& l = *record(layers, n, w, "layer");
+        BS_CHECK(l.kind == LayerKind::kEmbedding, w, ": layer '", n.layer, "' is not an embedding");
+        BS_CHECK(r == 1 && c == l.out && n.in == l.out && n.out == l.in, w, ": embedding of ", n.in, " x ", n.out,
+                 " differs from layer '", n.layer, "' (", l.out, " x ", l.in, ") or its input (shape mismatch)");
+        c = n.out, r = 2;
+        break;
+      }
+      case OpKind::kRmsNorm: {
+        const NormRecord& nr = *record(norms, n, w, "RMSNorm");
+        BS_CHECK(r == 2 && c == nr.dim && n.out == c, w, ": input has ", c, " values, the RMSNorm ", nr.dim,
+                 " (shape mismatch)");
+        BS_CHECK(n.eps == nr.eps, w, ": eps ", n.eps, " differs from RMSNorm '", n.layer, "' (", nr.eps, ")");
+        break;
+      }
+      case OpKind::kAttention: {
+        const int64_t cq = input_channels(n, 0, 2, ch, rank), ck = input_channels(n, 1, 2, ch, rank),
+                      cv = input_channels(n, 2, 2, ch, rank);
+        BS_CHECK(cq == n.heads * n.head_dim && ck == n.kv_heads * n.head_dim && cv == ck, w, ": q, k, v have ", cq,
+                 ", ", ck, ", ", cv, " values; ", n.heads, " query and ", n.kv_heads, " key/value heads of ", n.head_dim,
+                 " need ", n.heads * n.head_dim, ", ", n.kv_heads * n.head_dim, ", ", n.kv_heads * n.head_dim,
+                 " (shape mismatch)");
+        BS_CHECK(n.heads == a.lm.heads && n.kv_heads == a.lm.kv_heads && n.head_dim == a.lm.head_dim() &&
+                     n.rope_theta == a.lm.rope_theta,
+                 w, ": heads/kv_heads/head_dim/rope_theta differ from the model's (metadata 'lm')");
+        c = n.heads * n.head_dim, r = 2;
+        break;
+      }
+      case OpKind::kSiluMul: {
+        const int64_t cu = input_channels(n, 1, 2, ch, rank);
+        BS_CHECK(r == 2 && c == cu, w, ": multiplies ", c, " by ", cu, " values (shape mismatch)");
+        break;
+      }
+      case OpKind::kHead: {
+        auto it = layers.find(n.layer);
+        BS_CHECK(it != layers.end() && it->second->kind == LayerKind::kEmbedding, w, ": layer '", n.layer,
+                 "' is not an embedding of the artifact (a tied head reads the embedding)");
+        const LayerRecord& l = *it->second;
+        BS_CHECK(r == 2 && c == l.in && n.in == l.in && n.out == l.out, w, ": head of ", n.in, " -> ", n.out,
+                 " differs from embedding '", n.layer, "' (", l.out, " x ", l.in, ") or its input (shape mismatch)");
+        const auto q = l.quantized ? format::InputQuant::kPerToken : format::InputQuant::kNone;
+        BS_CHECK(n.quant == q, w, ": input quantizer '", format::input_quant_name(n.quant), "' does not fit the ",
+                 l.quantized ? "8-bit" : "full-precision", " embedding (", format::input_quant_name(q), ")");
+        c = n.out;
+        break;
+      }
       default: break;
     }
     ch[size_t(i)] = c, rank[size_t(i)] = r;
@@ -208,6 +318,7 @@ void check_graph(const Artifact& a, const std::string& where) {
            ch[size_t(out)], " values per image, the model has ", a.num_classes, " classes");
   for (const auto& l : a.layers) BS_CHECK(used.count(l.name), where, ": layer '", l.name, "' is in no node");
   for (const auto& b : a.bns) BS_CHECK(used.count(b.name), where, ": BatchNorm '", b.name, "' is in no node");
+  for (const auto& n : a.norms) BS_CHECK(used.count(n.name), where, ": RMSNorm '", n.name, "' is in no node");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -223,6 +334,8 @@ std::vector<TensorToWrite> artifact_tensors(const Artifact& a, std::map<std::str
                {"padding", l.padding}, {"quantized", l.quantized}, {"switchable", l.switchable},
                {"quantize_input", l.quantize_input}, {"bias", !l.bias.empty()},
                {"groups", l.groups}, {"signed_input", l.signed_input}};
+    if (l.per_token_input) jl["per_token_input"] = true;
+    if (l.group > 0) jl["group"] = l.group;
     if (l.quantized) {
       jl["bits"] = l.bits;
       BS_CHECK(l.codes.size() == size_t(l.out * K), "layer '", l.name, "': ", l.codes.size(), " codes for ",
@@ -234,7 +347,7 @@ std::vector<TensorToWrite> artifact_tensors(const Artifact& a, std::map<std::str
         const int64_t row_bytes = int64_t(packed_bytes(size_t(K), l.bits));
         out.push_back(make_tensor(l.name + ".weight_packed", "U8", {l.out, row_bytes}, packed.data(), packed.size()));
       }
-      out.push_back(f32(l.name + ".weight_scale", {l.out}, l.scale));
+      out.push_back(f32(l.name + ".weight_scale", l.scale_shape(), l.scale));
       json widths = json::array();
       for (const auto& [b, s] : l.act_scale) {
         out.push_back(f32(l.name + ".act_scale_" + std::to_string(b), {1}, {s}));
@@ -260,6 +373,14 @@ std::vector<TensorToWrite> artifact_tensors(const Artifact& a, std::map<std::str
     bns.push_back({{"name", b.name}, {"source", b.source}, {"input", b.input}, {"channels", b.channels},
                    {"eps", b.eps}, {"keys", keys}});
   }
+  json norms = json::array();
+  for (const auto& n : a.norms) {
+    out.push_back(f32(n.name + ".weight", {n.dim}, n.weight));
+    norms.push_back({{"name", n.name}, {"dim", n.dim}, {"eps", n.eps}});
+  }
+  if (a.is_lm() && !a.tokenizer_model.empty())
+    out.push_back(make_tensor("tokenizer.model", "U8", {int64_t(a.tokenizer_model.size())}, a.tokenizer_model.data(),
+                              a.tokenizer_model.size()));
   if (metadata) {
     *metadata = {{"format", kArtifactFormat},
                  {"version", std::to_string(kArtifactVersion)},
@@ -277,6 +398,11 @@ std::vector<TensorToWrite> artifact_tensors(const Artifact& a, std::map<std::str
                  {"classes", json(a.classes).dump()},
                  {"provenance", a.provenance.dump()}};
     if (!a.master) (*metadata)["layer_bits"] = json(a.layer_bits()).dump();
+    if (a.is_lm()) {
+      (*metadata)["lm"] = a.lm.to_json().dump();
+      (*metadata)["norms"] = norms.dump();
+      (*metadata)["tokenizer"] = json{{"kind", a.tokenizer_kind}, {"bytes", a.tokenizer_model.size()}}.dump();
+    }
   }
   return out;
 }
@@ -335,8 +461,9 @@ Artifact artifact_from_safetensors(const SafeTensors& st) {
     const std::string lw = src + ": layer '" + l.name + "'";
     BS_CHECK(!l.name.empty() && names.insert(l.name).second, lw, ": empty or duplicate layer name");
     const std::string k = format::json_string(jl, "kind", lw);
-    BS_CHECK(k == "conv" || k == "linear", lw, ": kind must be conv or linear, got '", k, "'");
-    l.kind = k == "conv" ? LayerKind::kConv : LayerKind::kLinear;
+    BS_CHECK(k == "conv" || k == "linear" || k == "embedding", lw, ": kind must be conv, linear or embedding, got '", k,
+             "'");
+    l.kind = k == "conv" ? LayerKind::kConv : k == "linear" ? LayerKind::kLinear : LayerKind::kEmbedding;
     l.out = format::json_int(jl, "out", 1, kMaxDim, lw);
     l.in = format::json_int(jl, "in", 1, kMaxDim, lw);
     l.kernel = format::json_int(jl, "kernel", 1, 15, lw);
@@ -345,19 +472,27 @@ Artifact artifact_from_safetensors(const SafeTensors& st) {
     l.groups = format::json_int(jl, "groups", 1, kMaxDim, lw);
     BS_CHECK(l.in % l.groups == 0 && l.out % l.groups == 0, lw, ": groups ", l.groups, " does not divide ", l.in,
              " -> ", l.out);
-    BS_CHECK(l.kind == LayerKind::kConv || l.groups == 1, lw, ": a linear layer has no groups");
+    BS_CHECK(l.kind == LayerKind::kConv || l.groups == 1, lw, ": a ", k, " layer has no groups");
     BS_CHECK(l.out > 0 && l.out <= kMaxDim && l.in > 0 && l.in <= kMaxDim, lw, ": bad shape ", l.out, " x ", l.in);
     BS_CHECK(l.kernel >= 1 && l.kernel <= 15 && l.stride >= 1 && l.stride <= 16 && l.padding >= 0 &&
                  l.padding < l.kernel + 8,
              lw, ": bad kernel/stride/padding ", l.kernel, "/", l.stride, "/", l.padding);
-    BS_CHECK(l.kind == LayerKind::kConv || (l.kernel == 1 && l.stride == 1 && l.padding == 0), lw,
-             ": a linear layer has kernel 1, stride 1, padding 0");
+    BS_CHECK(l.kind == LayerKind::kConv || (l.kernel == 1 && l.stride == 1 && l.padding == 0), lw, ": a ", k,
+             " layer has kernel 1, stride 1, padding 0");
     BS_CHECK(l.row_elems() <= kMaxDim, lw, ": rows of ", l.row_elems(), " weights are too long");
     l.quantized = format::json_bool(jl, "quantized", lw);
     l.switchable = format::json_bool(jl, "switchable", lw);
     l.quantize_input = format::json_bool(jl, "quantize_input", lw);
     l.signed_input = format::json_bool(jl, "signed_input", lw);
     BS_CHECK(l.quantize_input || !l.signed_input, lw, ": signed_input without quantize_input");
+    if (jl.contains("per_token_input")) l.per_token_input = format::json_bool(jl, "per_token_input", lw);
+    if (jl.contains("group")) l.group = format::json_int(jl, "group", 0, kMaxDim, lw);
+    BS_CHECK(!l.per_token_input || (l.quantize_input && !l.signed_input && l.kind == LayerKind::kLinear), lw,
+             ": per_token_input is for quantized inputs of linear layers (not signed_input)");
+    BS_CHECK(l.group == 0 || (l.kind == LayerKind::kLinear && l.quantized && l.row_elems() % l.group == 0), lw,
+             ": bad group ", l.group, " (a divisor of the ", l.row_elems(), " inputs of a quantized linear layer)");
+    BS_CHECK(l.kind != LayerKind::kEmbedding || (!l.switchable && !l.quantize_input), lw,
+             ": an embedding is fixed-width and has no input quantizer");
     BS_CHECK(l.quantized || (!l.switchable && !l.quantize_input), lw, ": a full-precision layer is neither switchable nor input-quantized");
     const bool has_bias = format::json_bool(jl, "bias", lw);
     const int64_t K = l.row_elems();
@@ -384,14 +519,15 @@ Artifact artifact_from_safetensors(const SafeTensors& st) {
         for (int64_t r = 0; r < l.out; ++r)
           unpack_into(t.data + r * row_bytes, size_t(K), l.bits, l.codes.data() + r * K);
       }
-      l.scale = read_f32(st, use(l.name + ".weight_scale"), {l.out}, true);
+      l.scale = read_f32(st, use(l.name + ".weight_scale"), l.scale_shape(), true);
       const json widths = jl.value("act_widths", json::array());
       BS_CHECK(widths.is_array(), lw, ": act_widths must be an array");
       for (const auto& jw : widths) {
         const int b = int(format::json_to_int(jw, quant::kMinBits, quant::kMaxBits, lw, "activation width"));
         l.act_scale[b] = read_f32(st, use(l.name + ".act_scale_" + std::to_string(b)), {1}, true)[0];
       }
-      if (l.quantize_input) {
+      BS_CHECK(!l.per_token_input || l.act_scale.empty(), lw, ": a per-token input has no activation scales");
+      if (l.quantize_input && !l.per_token_input) {
         BS_CHECK(l.act_scale.count(l.bits), lw, ": no activation scale for its width ", l.bits);
         if (a.master && l.switchable)
           for (int b : a.bits)
@@ -445,6 +581,40 @@ Artifact artifact_from_safetensors(const SafeTensors& st) {
     BS_CHECK(a.master || b.by_key.count(key), src, ": BatchNorm '", b.name, "' has no parameters for key '", key,
              "' (the widths of its layers)");
   }
+  if (st.metadata().count("lm")) {
+    a.lm = LmArchRecord::from_json(parse_meta_json(st, "lm"), src + ": metadata 'lm'");
+    BS_CHECK(a.lm.vocab == a.num_classes, src, ": metadata 'lm' has a vocabulary of ", a.lm.vocab, ", num_classes is ",
+             a.num_classes);
+    BS_CHECK(st.metadata().count("norms") && st.metadata().count("tokenizer"), src,
+             ": a language model needs metadata 'norms' and 'tokenizer'");
+    const json norms = parse_meta_json(st, "norms");
+    BS_CHECK(norms.is_array() && norms.size() <= 100000, src, ": metadata 'norms' must be an array");
+    std::set<std::string> norm_names;
+    for (const auto& jn : norms) {
+      NormRecord n;
+      n.name = format::json_string(jn, "name", src + ": metadata 'norms'");
+      const std::string nw = src + ": RMSNorm '" + n.name + "'";
+      BS_CHECK(!n.name.empty() && norm_names.insert(n.name).second && !names.count(n.name), nw,
+               ": empty or duplicate name");
+      n.dim = format::json_int(jn, "dim", 1, kMaxDim, nw);
+      n.eps = format::json_number(jn, "eps", 0, 1, nw);
+      BS_CHECK(n.eps > 0, nw, ": eps must be > 0");
+      n.weight = read_f32(st, use(n.name + ".weight"), {n.dim});
+      a.norms.push_back(std::move(n));
+    }
+    const json tok = parse_meta_json(st, "tokenizer");
+    const std::string tw = src + ": metadata 'tokenizer'";
+    a.tokenizer_kind = format::json_string(tok, "kind", tw);
+    BS_CHECK(a.tokenizer_kind == "byte" || a.tokenizer_kind == "sentencepiece", tw, ": kind must be byte or ",
+             "sentencepiece, got '", a.tokenizer_kind, "'");
+    const int64_t bytes = format::json_int(tok, "bytes", 0, int64_t(1) << 31, tw);
+    BS_CHECK((a.tokenizer_kind == "byte") == (bytes == 0), tw, ": a ", a.tokenizer_kind, " tokenizer ",
+             a.tokenizer_kind == "byte" ? "has no model bytes" : "needs its model bytes");
+    if (bytes > 0) {
+      const auto& t = st.get(use("tokenizer.model"), "U8", {bytes});
+      a.tokenizer_model.assign(reinterpret_cast<const char*>(t.data), size_t(bytes));
+    }
+  }
   for (const auto& name : st.names())
     BS_CHECK(used.count(name), src, ": unexpected tensor '", name, "'");
   BS_CHECK(st.metadata().count("graph"), src, ": metadata 'graph' is missing");
@@ -489,6 +659,10 @@ Artifact switch_widths(const Artifact& master, const std::map<std::string, int>&
   out.provenance = master.provenance;
   out.graph = master.graph;
   out.classes = master.classes;
+  out.lm = master.lm;
+  out.norms = master.norms;
+  out.tokenizer_kind = master.tokenizer_kind;
+  out.tokenizer_model = master.tokenizer_model;
   out.layers.reserve(master.layers.size());
   for (const auto& l : master.layers) {
     if (!l.switchable) {
@@ -504,6 +678,7 @@ Artifact switch_widths(const Artifact& master, const std::map<std::string, int>&
     s.out = l.out, s.in = l.in, s.kernel = l.kernel, s.stride = l.stride, s.padding = l.padding;
     s.groups = l.groups;
     s.quantized = true, s.switchable = true, s.quantize_input = l.quantize_input, s.signed_input = l.signed_input;
+    s.per_token_input = l.per_token_input, s.group = l.group;
     s.bits = b;
     s.codes.resize(l.codes.size());
     const int8_t* src = l.codes.data();

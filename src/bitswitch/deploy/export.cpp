@@ -7,9 +7,12 @@
 #include <map>
 
 #include "bitswitch/data/image_folder.h"
+#include "bitswitch/deploy/lm_artifact.h"
 #include "bitswitch/deploy/runtime.h"
+#include "bitswitch/models/llama.h"
 #include "bitswitch/nn/layers.h"
 #include "bitswitch/train/checkpoint.h"
+#include "bitswitch/train/lm_trainer.h"
 #include "bitswitch/util/error.h"
 
 namespace bitswitch::deploy {
@@ -64,6 +67,9 @@ Artifact export_model(models::ModelImpl& model, const models::ModelSpec& spec, j
       l.kind = LayerKind::kLinear;
       l.out = o.out_features(), l.in = o.in_features();
       bias = lin->bias;
+    } else if (auto emb = std::dynamic_pointer_cast<models::QEmbeddingImpl>(item.value())) {
+      l.kind = LayerKind::kEmbedding;  // [vocab, dim]: one row (and scale) per token
+      l.out = emb->weight.size(0), l.in = emb->weight.size(1);
     } else {
       fail("export: layer '", name, "' is a quantized layer of an unknown kind");
     }
@@ -74,18 +80,20 @@ Artifact export_model(models::ModelImpl& model, const models::ModelSpec& spec, j
       l.switchable = q->follows_config();
       l.quantize_input = qo.quantize_input();
       l.signed_input = qo.quantize_input() && qo.signed_input();
+      l.per_token_input = qo.quantize_input() && qo.per_token_input();
+      l.group = qo.group_size();
       const int h = q->high_bits();
       l.bits = h;
       BS_CHECK(q->weight_scale_initialized(), "export: layer '", name,
                "' has never run quantized (its weight scale is not initialised): export a multi-precision checkpoint, not an FP32 one");
-      l.scale = to_floats(q->weight_scale());
-      for (int64_t c = 0; c < l.out; ++c)
-        BS_CHECK(l.scale[c] != 0 && std::isfinite(l.scale[c]), "export: layer '", name, "' channel ", c,
-                 " has weight scale ", l.scale[c]);
-      // The first rounding, with the function training's quantizer uses.
-      const auto codes = quant::weight_codes(w, q->weight_scale(), h).contiguous();
+      // The first rounding, with the function training's quantizer uses (per channel or group).
+      const auto [codes, scales] = q->integer_weight(h);
+      l.scale = to_floats(scales);
+      for (size_t c = 0; c < l.scale.size(); ++c)
+        BS_CHECK(l.scale[c] != 0 && std::isfinite(l.scale[c]), "export: layer '", name, "' scale ", c, " is ",
+                 l.scale[c]);
       l.codes.assign(codes.data_ptr<int8_t>(), codes.data_ptr<int8_t>() + codes.numel());
-      if (l.quantize_input) {
+      if (l.quantize_input && !l.per_token_input) {
         for (int b : qo.bits()) {
           BS_CHECK(buffer_set(*item.value(), "act_scale_init_" + std::to_string(b)), "export: layer '", name,
                    "' has never run at ", b, " bits (activation scale not initialised)");
@@ -130,11 +138,28 @@ Artifact export_model(models::ModelImpl& model, const models::ModelSpec& spec, j
     BS_CHECK(!r.by_key.empty(), "export: BatchNorm '", r.name, "' has no BN to export");
     a.bns.push_back(std::move(r));
   }
+  if (auto* lm = dynamic_cast<models::LlamaImpl*>(&model)) {
+    const auto& ar = lm->arch();
+    a.lm.vocab = ar.vocab, a.lm.dim = ar.dim, a.lm.layers = ar.layers, a.lm.heads = ar.heads;
+    a.lm.kv_heads = ar.kv_heads, a.lm.mlp = ar.mlp, a.lm.context = ar.context, a.lm.group_size = ar.group_size;
+    a.lm.rope_theta = ar.rope_theta, a.lm.norm_eps = ar.norm_eps, a.lm.tied = ar.tied;
+    for (const auto& item : model.named_modules("", false))
+      if (auto n = std::dynamic_pointer_cast<models::RMSNormImpl>(item.value())) {
+        NormRecord r;
+        r.name = item.key();
+        r.dim = n->weight.numel();
+        r.eps = n->eps;
+        r.weight = to_floats(n->weight);
+        a.norms.push_back(std::move(r));
+      }
+    a.tokenizer_kind = "byte";  // export_checkpoint stores the run's tokenizer
+  }
   // The computation, as the model describes it; refused here when the runtime cannot run it.
   a.graph = model.graph();
   check_graph(a, "export: graph of '" + spec.name + "'");
   try {
-    check_deployable(a);
+    if (a.is_lm()) check_lm_graph(a);
+    else check_deployable(a);
   } catch (const Error& e) {
     fail("export: model '", spec.name, "' cannot be deployed: ", e.what());
   }
@@ -143,6 +168,22 @@ Artifact export_model(models::ModelImpl& model, const models::ModelSpec& spec, j
 
 Artifact export_checkpoint(const std::string& checkpoint_path) {
   train::Checkpoint ck(checkpoint_path);
+  if (train::is_lm_checkpoint(ck.meta())) {
+    auto lm = train::load_lm_checkpoint(checkpoint_path);
+    const auto& cfg = lm.config;
+    // What `bitswitch perplexity` needs to rebuild the held-out text: the corpus paths and the
+    // split rule's fraction (data/text.h), plus the trainer's held-out figures.
+    json prov = {{"checkpoint", checkpoint_path},
+                 {"task", "lm"},
+                 {"data", cfg.data},
+                 {"heldout_fraction", cfg.heldout_fraction},
+                 {"eval_windows", cfg.eval_windows}};
+    if (ck.meta().contains("results")) prov["results"] = ck.meta()["results"];
+    Artifact a = export_model(*lm.model, ck.spec(), prov);
+    a.tokenizer_kind = lm.tokenizer->kind();
+    a.tokenizer_model = lm.tokenizer->serialize();
+    return a;
+  }
   const auto spec = ck.spec();
   auto model = models::create_model(spec);
   ck.load_model(*model, /*strict=*/true);

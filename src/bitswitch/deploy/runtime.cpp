@@ -249,6 +249,9 @@ void act_bounds(OpKind k, float& lo, float& hi) {
 
 void check_deployable(const Artifact& a) {
   for (const auto& n : a.graph.nodes) {
+    BS_CHECK(!format::is_lm_op(n.op), "node '", n.name, "': op '", format::op_name(n.op),
+             "' belongs to a language model, which this image runtime does not run (use `bitswitch generate` or "
+             "`bitswitch perplexity`)");
     if (n.op != OpKind::kConv && n.op != OpKind::kLinear) continue;
     const LayerRecord& l = a.layer(n.layer);
     const bool integer = l.quantized && l.quantize_input;
@@ -627,6 +630,7 @@ void Runtime::Impl::prepare(const Artifact& a) {
         break;
       case OpKind::kGlobalAvgPool: st.kind = StepKind::kAvgPool; break;
       case OpKind::kFlatten: st.kind = StepKind::kFlatten; break;
+      default: fail("runtime: node '", nd.name, "': op '", format::op_name(nd.op), "' is not an image-model op");
     }
     pending.push_back(std::move(st));
   }

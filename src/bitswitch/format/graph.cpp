@@ -2,6 +2,7 @@
 // see graph.h.
 #include "bitswitch/format/graph.h"
 
+#include <cmath>
 #include <set>
 
 #include "bitswitch/format/json_fields.h"
@@ -24,7 +25,9 @@ constexpr OpInfo kOps[] = {
     {OpKind::kInput, "input", 0},       {OpKind::kConv, "conv", 1},       {OpKind::kLinear, "linear", 1},
     {OpKind::kBatchNorm, "batchnorm", 1}, {OpKind::kRelu, "relu", 1},     {OpKind::kRelu6, "relu6", 1},
     {OpKind::kAdd, "add", 2},           {OpKind::kMaxPool, "maxpool", 1}, {OpKind::kGlobalAvgPool, "global_avgpool", 1},
-    {OpKind::kFlatten, "flatten", 1},
+    {OpKind::kFlatten, "flatten", 1},   {OpKind::kTokens, "tokens", 0},   {OpKind::kEmbedding, "embedding", 1},
+    {OpKind::kRmsNorm, "rmsnorm", 1},   {OpKind::kAttention, "attention", 3}, {OpKind::kSiluMul, "silu_mul", 2},
+    {OpKind::kHead, "head", 1},
 };
 
 const OpInfo& info(OpKind k) {
@@ -33,14 +36,42 @@ const OpInfo& info(OpKind k) {
   fail("graph: op kind ", int(k), " has no name");
 }
 
-bool has_layer(OpKind k) { return k == OpKind::kConv || k == OpKind::kLinear || k == OpKind::kBatchNorm; }
+bool has_layer(OpKind k) {
+  return k == OpKind::kConv || k == OpKind::kLinear || k == OpKind::kBatchNorm || k == OpKind::kEmbedding ||
+         k == OpKind::kRmsNorm || k == OpKind::kHead;
+}
+
+InputQuant parse_input_quant(const std::string& q, const std::string& where) {
+  if (q == "none") return InputQuant::kNone;
+  if (q == "unsigned") return InputQuant::kUnsigned;
+  if (q == "signed") return InputQuant::kSigned;
+  if (q == "per_token") return InputQuant::kPerToken;
+  fail(where, ": field 'quant' = '", q, "' is not none, unsigned, signed or per_token");
+}
+
+GraphNode make_node(std::string name, OpKind op, std::vector<std::string> inputs, std::string layer = "") {
+  GraphNode n;
+  n.name = std::move(name);
+  n.op = op;
+  n.inputs = std::move(inputs);
+  n.layer = std::move(layer);
+  return n;
+}
 
 }  // namespace
 
 const char* op_name(OpKind k) { return info(k).name; }
 
+bool is_lm_op(OpKind k) { return k >= OpKind::kTokens; }
+
 const char* input_quant_name(InputQuant q) {
-  return q == InputQuant::kNone ? "none" : q == InputQuant::kUnsigned ? "unsigned" : "signed";
+  switch (q) {
+    case InputQuant::kNone: return "none";
+    case InputQuant::kUnsigned: return "unsigned";
+    case InputQuant::kSigned: return "signed";
+    case InputQuant::kPerToken: return "per_token";
+  }
+  return "?";
 }
 
 const GraphNode& Graph::node(const std::string& name) const {
@@ -79,20 +110,14 @@ std::string GraphBuilder::push(GraphNode n) {
 }
 
 std::string GraphBuilder::input(int64_t channels) {
-  GraphNode n;
-  n.name = unique("input");
-  n.op = OpKind::kInput;
+  GraphNode n = make_node(unique("input"), OpKind::kInput, {});
   n.out = channels;
   return push(std::move(n));
 }
 
 std::string GraphBuilder::conv(const std::string& layer, const std::string& x, int64_t in, int64_t out, int64_t kernel,
                                int64_t stride, int64_t padding, int64_t groups, InputQuant quant) {
-  GraphNode n;
-  n.name = unique(layer);
-  n.op = OpKind::kConv;
-  n.inputs = {x};
-  n.layer = layer;
+  GraphNode n = make_node(unique(layer), OpKind::kConv, {x}, layer);
   n.in = in, n.out = out, n.kernel = kernel, n.stride = stride, n.padding = padding, n.groups = groups;
   n.quant = quant;
   return push(std::move(n));
@@ -100,72 +125,81 @@ std::string GraphBuilder::conv(const std::string& layer, const std::string& x, i
 
 std::string GraphBuilder::linear(const std::string& layer, const std::string& x, int64_t in, int64_t out,
                                  InputQuant quant) {
-  GraphNode n;
-  n.name = unique(layer);
-  n.op = OpKind::kLinear;
-  n.inputs = {x};
-  n.layer = layer;
+  GraphNode n = make_node(unique(layer), OpKind::kLinear, {x}, layer);
   n.in = in, n.out = out;
   n.quant = quant;
   return push(std::move(n));
 }
 
 std::string GraphBuilder::batchnorm(const std::string& layer, const std::string& x, int64_t channels) {
-  GraphNode n;
-  n.name = unique(layer);
-  n.op = OpKind::kBatchNorm;
-  n.inputs = {x};
-  n.layer = layer;
+  GraphNode n = make_node(unique(layer), OpKind::kBatchNorm, {x}, layer);
   n.in = n.out = channels;
   return push(std::move(n));
 }
 
 std::string GraphBuilder::relu(const std::string& x) {
-  GraphNode n;
-  n.name = unique(x + ".relu");
-  n.op = OpKind::kRelu;
-  n.inputs = {x};
-  return push(std::move(n));
+  return push(make_node(unique(x + ".relu"), OpKind::kRelu, {x}));
 }
 
 std::string GraphBuilder::relu6(const std::string& x) {
-  GraphNode n;
-  n.name = unique(x + ".relu6");
-  n.op = OpKind::kRelu6;
-  n.inputs = {x};
-  return push(std::move(n));
+  return push(make_node(unique(x + ".relu6"), OpKind::kRelu6, {x}));
 }
 
 std::string GraphBuilder::add(const std::string& x, const std::string& y) {
-  GraphNode n;
-  n.name = unique(x + ".add");
-  n.op = OpKind::kAdd;
-  n.inputs = {x, y};
-  return push(std::move(n));
+  return push(make_node(unique(x + ".add"), OpKind::kAdd, {x, y}));
 }
 
 std::string GraphBuilder::maxpool(const std::string& x, int64_t kernel, int64_t stride, int64_t padding) {
-  GraphNode n;
-  n.name = unique(x + ".maxpool");
-  n.op = OpKind::kMaxPool;
-  n.inputs = {x};
+  GraphNode n = make_node(unique(x + ".maxpool"), OpKind::kMaxPool, {x});
   n.kernel = kernel, n.stride = stride, n.padding = padding;
   return push(std::move(n));
 }
 
 std::string GraphBuilder::global_avgpool(const std::string& x) {
-  GraphNode n;
-  n.name = unique(x + ".avgpool");
-  n.op = OpKind::kGlobalAvgPool;
-  n.inputs = {x};
-  return push(std::move(n));
+  return push(make_node(unique(x + ".avgpool"), OpKind::kGlobalAvgPool, {x}));
 }
 
 std::string GraphBuilder::flatten(const std::string& x) {
-  GraphNode n;
-  n.name = unique(x + ".flatten");
-  n.op = OpKind::kFlatten;
-  n.inputs = {x};
+  return push(make_node(unique(x + ".flatten"), OpKind::kFlatten, {x}));
+}
+
+std::string GraphBuilder::tokens(int64_t vocab) {
+  GraphNode n = make_node(unique("tokens"), OpKind::kTokens, {});
+  n.out = vocab;
+  return push(std::move(n));
+}
+
+std::string GraphBuilder::embedding(const std::string& layer, const std::string& x, int64_t vocab, int64_t dim) {
+  GraphNode n = make_node(unique(layer), OpKind::kEmbedding, {x}, layer);
+  n.in = vocab, n.out = dim;
+  return push(std::move(n));
+}
+
+std::string GraphBuilder::rmsnorm(const std::string& layer, const std::string& x, int64_t dim, double eps) {
+  GraphNode n = make_node(unique(layer), OpKind::kRmsNorm, {x}, layer);
+  n.in = n.out = dim;
+  n.eps = eps;
+  return push(std::move(n));
+}
+
+std::string GraphBuilder::attention(const std::string& name, const std::string& q, const std::string& k,
+                                    const std::string& v, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                                    double rope_theta) {
+  GraphNode n = make_node(unique(name), OpKind::kAttention, {q, k, v});
+  n.heads = heads, n.kv_heads = kv_heads, n.head_dim = head_dim, n.rope_theta = rope_theta;
+  n.in = n.out = heads * head_dim;
+  return push(std::move(n));
+}
+
+std::string GraphBuilder::silu_mul(const std::string& gate, const std::string& up) {
+  return push(make_node(unique(gate + ".silu_mul"), OpKind::kSiluMul, {gate, up}));
+}
+
+std::string GraphBuilder::head(const std::string& embedding_layer, const std::string& x, int64_t dim, int64_t vocab,
+                               InputQuant quant) {
+  GraphNode n = make_node(unique(embedding_layer + ".head"), OpKind::kHead, {x}, embedding_layer);
+  n.in = dim, n.out = vocab;
+  n.quant = quant;
   return push(std::move(n));
 }
 
@@ -194,9 +228,25 @@ std::vector<int> validate_graph(const Graph& g, const std::string& where) {
     BS_CHECK(int(n.inputs.size()) == oi.arity, w, ": op '", oi.name, "' takes ", oi.arity, " input(s), got ",
              n.inputs.size());
     BS_CHECK(!has_layer(n.op) || !n.layer.empty(), w, ": op '", oi.name, "' needs a layer name");
-    if (n.op == OpKind::kInput) ++inputs;
-    if (n.op == OpKind::kInput || n.op == OpKind::kBatchNorm)
+    if (n.op == OpKind::kInput || n.op == OpKind::kTokens) ++inputs;
+    if (n.op == OpKind::kInput || n.op == OpKind::kBatchNorm || n.op == OpKind::kTokens)
       BS_CHECK(n.out >= 1 && n.out <= kMaxDim, w, ": bad channel count ", n.out);
+    if (n.op == OpKind::kEmbedding || n.op == OpKind::kRmsNorm || n.op == OpKind::kHead)
+      BS_CHECK(n.in >= 1 && n.in <= kMaxDim && n.out >= 1 && n.out <= kMaxDim, w, ": bad sizes ", n.in, " -> ", n.out);
+    if (n.op == OpKind::kRmsNorm)
+      BS_CHECK(n.in == n.out && n.eps > 0 && n.eps < 1, w, ": bad dim ", n.in, " or eps ", n.eps, " (must be in (0, 1))");
+    if (n.op == OpKind::kAttention) {
+      BS_CHECK(n.heads >= 1 && n.heads <= 4096 && n.kv_heads >= 1 && n.heads % n.kv_heads == 0, w, ": heads ", n.heads,
+               " must be a positive multiple of kv_heads ", n.kv_heads);
+      BS_CHECK(n.head_dim >= 2 && n.head_dim <= 4096 && n.head_dim % 2 == 0, w, ": head_dim ", n.head_dim,
+               " must be even and in [2, 4096]");
+      BS_CHECK(std::isfinite(n.rope_theta) && n.rope_theta > 1, w, ": rope_theta ", n.rope_theta, " must be > 1");
+    }
+    if (n.op == OpKind::kConv)
+      BS_CHECK(n.quant != InputQuant::kPerToken, w, ": a conv node has no per-token input quantizer");
+    if (n.op == OpKind::kHead)
+      BS_CHECK(n.quant == InputQuant::kNone || n.quant == InputQuant::kPerToken, w,
+               ": a head's input quantizer is none or per_token, not ", input_quant_name(n.quant));
     if (n.op == OpKind::kConv || n.op == OpKind::kLinear) {
       BS_CHECK(n.in >= 1 && n.in <= kMaxDim && n.out >= 1 && n.out <= kMaxDim, w, ": bad channels ", n.in, " -> ",
                n.out);
@@ -271,6 +321,26 @@ json graph_to_json(const Graph& g) {
         j["stride"] = n.stride;
         j["padding"] = n.padding;
         break;
+      case OpKind::kTokens: j["vocab"] = n.out; break;
+      case OpKind::kEmbedding:
+        j["vocab"] = n.in;
+        j["dim"] = n.out;
+        break;
+      case OpKind::kRmsNorm:
+        j["dim"] = n.out;
+        j["eps"] = n.eps;
+        break;
+      case OpKind::kAttention:
+        j["heads"] = n.heads;
+        j["kv_heads"] = n.kv_heads;
+        j["head_dim"] = n.head_dim;
+        j["rope_theta"] = n.rope_theta;
+        break;
+      case OpKind::kHead:
+        j["dim"] = n.in;
+        j["vocab"] = n.out;
+        j["quant"] = input_quant_name(n.quant);
+        break;
       default: break;
     }
     nodes.push_back(std::move(j));
@@ -316,17 +386,34 @@ Graph graph_from_json(const json& j, const std::string& where) {
       case OpKind::kLinear: {
         n.in = json_int(jn, "in", 1, kMaxDim, w);
         n.out = json_int(jn, "out", 1, kMaxDim, w);
-        const std::string q = json_string(jn, "quant", w);
-        if (q == "none") n.quant = InputQuant::kNone;
-        else if (q == "unsigned") n.quant = InputQuant::kUnsigned;
-        else if (q == "signed") n.quant = InputQuant::kSigned;
-        else fail(w, ": field 'quant' = '", q, "' is not none, unsigned or signed");
+        n.quant = parse_input_quant(json_string(jn, "quant", w), w);
         break;
       }
       case OpKind::kMaxPool:
         n.kernel = json_int(jn, "kernel", 1, 64, w);
         n.stride = json_int(jn, "stride", 1, 64, w);
         n.padding = json_int(jn, "padding", 0, 32, w);
+        break;
+      case OpKind::kTokens: n.out = json_int(jn, "vocab", 1, kMaxDim, w); break;
+      case OpKind::kEmbedding:
+        n.in = json_int(jn, "vocab", 1, kMaxDim, w);
+        n.out = json_int(jn, "dim", 1, kMaxDim, w);
+        break;
+      case OpKind::kRmsNorm:
+        n.in = n.out = json_int(jn, "dim", 1, kMaxDim, w);
+        n.eps = json_number(jn, "eps", 0, 1, w);
+        break;
+      case OpKind::kAttention:
+        n.heads = json_int(jn, "heads", 1, 4096, w);
+        n.kv_heads = json_int(jn, "kv_heads", 1, 4096, w);
+        n.head_dim = json_int(jn, "head_dim", 2, 4096, w);
+        n.rope_theta = json_number(jn, "rope_theta", 1, 1e12, w);
+        n.in = n.out = n.heads * n.head_dim;
+        break;
+      case OpKind::kHead:
+        n.in = json_int(jn, "dim", 1, kMaxDim, w);
+        n.out = json_int(jn, "vocab", 1, kMaxDim, w);
+        n.quant = parse_input_quant(json_string(jn, "quant", w), w);
         break;
       default: break;
     }

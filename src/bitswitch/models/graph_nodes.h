@@ -13,6 +13,7 @@ namespace bitswitch::models {
 inline format::InputQuant input_quant(const nn::QuantLayer& q) {
   const auto& o = q.quant_options();
   if (o.fixed_bits() == nn::kFloatBits || !o.quantize_input()) return format::InputQuant::kNone;
+  if (o.per_token_input()) return format::InputQuant::kPerToken;
   return o.signed_input() ? format::InputQuant::kSigned : format::InputQuant::kUnsigned;
 }
 

@@ -15,6 +15,7 @@
 #include <set>
 
 #include "bitswitch/format/safetensors.h"
+#include "bitswitch/models/graph_nodes.h"
 #include "bitswitch/models/registry_impl.h"
 #include "bitswitch/util/error.h"
 
@@ -265,7 +266,41 @@ torch::Tensor LlamaImpl::forward(const torch::Tensor& tokens) {
   // Tied head: the embedding's weight at its width; an 8-bit head quantizes its input per token.
   auto& emb = *model->embed_tokens;
   const bool quantized = edge_quantized_ && emb.bits().weight != nn::kFloatBits;
+  if (quantized && emb.integer_eval() && !is_training()) {
+    // Integer-exact evaluation (nn::set_integer_eval): the decoder's 8-bit head over the codes.
+    torch::NoGradGuard ng;
+    auto [codes, scales] = emb.integer_weight(emb.bits().weight);
+    return nn::lm_integer_linear(x, codes, scales, 0);
+  }
   return torch::linear(quantized ? quant::fake_quant_per_token(x, 8) : x, emb.effective_weight());
+}
+
+format::Graph LlamaImpl::graph() const {
+  format::GraphBuilder g;
+  const auto& a = arch_;
+  auto x = g.embedding("model.embed_tokens", g.tokens(a.vocab), a.vocab, a.dim);
+  int64_t l = 0;
+  for (const auto& m : *model->layers) {
+    const auto* b = m->as<LlamaBlockImpl>();
+    const std::string p = "model.layers." + std::to_string(l++) + ".";
+    const auto& at = *b->self_attn;
+    auto h = g.rmsnorm(p + "input_layernorm", x, a.dim, a.norm_eps);
+    auto q = linear_node(g, p + "self_attn.q_proj", *at.q_proj, h);
+    auto k = linear_node(g, p + "self_attn.k_proj", *at.k_proj, h);
+    auto v = linear_node(g, p + "self_attn.v_proj", *at.v_proj, h);
+    auto att = g.attention(p + "self_attn", q, k, v, at.heads, at.kv_heads, at.head_dim, a.rope_theta);
+    // Residual adds read (branch, stream), so they are named after the branch's layer.
+    x = g.add(linear_node(g, p + "self_attn.o_proj", *at.o_proj, att), x);
+    h = g.rmsnorm(p + "post_attention_layernorm", x, a.dim, a.norm_eps);
+    const auto& mlp = *b->mlp;
+    auto gate = linear_node(g, p + "mlp.gate_proj", *mlp.gate_proj, h);
+    auto up = linear_node(g, p + "mlp.up_proj", *mlp.up_proj, h);
+    x = g.add(linear_node(g, p + "mlp.down_proj", *mlp.down_proj, g.silu_mul(gate, up)), x);
+  }
+  x = g.rmsnorm("model.norm", x, a.dim, a.norm_eps);
+  if (lm_head) return g.finish(linear_node(g, "lm_head", *lm_head, x));
+  const auto q = edge_quantized_ ? format::InputQuant::kPerToken : format::InputQuant::kNone;
+  return g.finish(g.head("model.embed_tokens", x, a.dim, a.vocab, q));
 }
 
 Model make_llama(const ModelSpec& spec) { return std::make_shared<LlamaImpl>(spec); }

@@ -129,6 +129,10 @@ class LlamaImpl : public ModelImpl {
   explicit LlamaImpl(const ModelSpec& spec);
   // tokens [B, T] (int64, T <= context) -> logits [B, T, vocab].
   torch::Tensor forward(const torch::Tensor& tokens) override;
+  // tokens -> embedding -> per block: rmsnorm, q/k/v linears (per-token inputs), attention, o,
+  // add(o, x), rmsnorm, gate/up linears, silu_mul, down, add(down, h) -> rmsnorm -> head (tied: a head node on
+  // the embedding; else the lm_head linear). Node layers are the module names.
+  format::Graph graph() const override;
   const LlamaArch& arch() const { return arch_; }
 
   LlamaBody model{nullptr};

@@ -6,6 +6,7 @@
 #include <torch/nn/init.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <functional>
@@ -138,15 +139,54 @@ torch::Tensor QuantLayer::quant_input(const torch::Tensor& x) {
   return quant::fake_quant_act(x, scale, bits_.act, qopt_.impl());
 }
 
+std::pair<torch::Tensor, torch::Tensor> QuantLayer::integer_weight(int bits) {
+  BS_CHECK(qopt_.fixed_bits() != kFloatBits, "integer_weight: a full-precision layer has no integer codes");
+  BS_CHECK(std::find(qopt_.bits().begin(), qopt_.bits().end(), bits) != qopt_.bits().end(), "integer_weight: width ",
+           bits, " is not in the layer's bit list ", format_bit_list(qopt_.bits()));
+  torch::NoGradGuard ng;
+  auto& w = weight_param();
+  ensure_weight_scale(w);
+  const int h = high_bits();
+  const int64_t rows = w.size(0);
+  auto codes = quant::derive_codes(quant::weight_codes(scale_view(w), weight_scale_, h), h, bits, qopt_.rounding());
+  auto scales = weight_scale_.detach().to(torch::kCPU, torch::kFloat32) * std::ldexp(1.0f, h - bits);
+  return {codes.reshape({rows, -1}), scales.reshape({rows, -1}).contiguous()};
+}
+
+torch::Tensor lm_integer_linear(const torch::Tensor& x, const torch::Tensor& codes, const torch::Tensor& scales,
+                                int64_t group) {
+  BS_CHECK(codes.dim() == 2 && codes.scalar_type() == torch::kInt8, "lm_integer_linear: codes must be int8 [N, K]");
+  const int64_t n = codes.size(0), k = codes.size(1), g = group == 0 ? k : group;
+  BS_CHECK(g > 0 && k % g == 0, "lm_integer_linear: group ", group, " must divide K = ", k);
+  const int64_t groups = k / g;
+  BS_CHECK(scales.numel() == n * groups, "lm_integer_linear: ", scales.numel(), " scales for ", n, " rows of ", groups,
+           " groups");
+  BS_CHECK(x.size(-1) == k, "lm_integer_linear: input has ", x.size(-1), " features, the layer takes ", k);
+  torch::NoGradGuard ng;
+  auto [q, a] = quant::per_token_codes_scalar(x.reshape({-1, k}), 8);  // [M, K] int8, [M, 1] float
+  const int64_t m = q.size(0);
+  // acc[g][m][n]: products of integers below 2^15 summed below 2^31, exact in double.
+  auto qd = q.to(torch::kFloat64).view({m, groups, g}).permute({1, 0, 2});
+  auto cd = codes.to(torch::kCPU, torch::kFloat64).view({n, groups, g}).permute({1, 2, 0});
+  auto acc = torch::bmm(qd, cd).to(torch::kFloat32);  // float(acc), rounded to nearest
+  auto s = scales.to(torch::kCPU, torch::kFloat32).reshape({n, groups}).t().contiguous();
+  auto sum = acc[0] * s[0];
+  for (int64_t j = 1; j < groups; ++j) sum = sum + acc[j] * s[j];  // in increasing order of g
+  auto y = a * sum;
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = n;
+  return y.view(shape).to(x.device());
+}
+
 QuantLayer::IntegerOperands QuantLayer::integer_operands(const torch::Tensor& x, torch::Tensor& w) {
-  BS_CHECK(qopt_.group_size() == 0 && !qopt_.per_token_input(),
-           "integer-exact evaluation does not support group-wise weight scales or per-token inputs");
   IntegerOperands ops;
   if (bits_.weight == kFloatBits) {
     ops.x = x.to(torch::kFloat64);
     ops.w = w.detach().to(torch::kFloat64);
     return ops;
   }
+  BS_CHECK(qopt_.group_size() == 0 && !qopt_.per_token_input(),
+           "integer_operands: layers with group-wise weight scales or per-token inputs evaluate through lm_integer_linear");
   ensure_weight_scale(w);
   const int h = high_bits(), l = bits_.weight;
   auto codes = quant::derive_codes(quant::weight_codes(w, weight_scale_, h), h, l, qopt_.rounding()).to(w.device());
@@ -266,6 +306,12 @@ torch::Tensor QLinearImpl::forward(const torch::Tensor& x) {
   macs_ = opt_.in_features() * opt_.out_features();
   if (integer_eval_ && !is_training()) {
     torch::NoGradGuard ng;
+    if (qopt_.per_token_input() && bits_.weight != kFloatBits) {
+      // W{l}A8 with per-token inputs: the integer decoder's layer (deploy/lm_kernels.h).
+      auto [codes, scales] = integer_weight(bits_.weight);
+      auto y = lm_integer_linear(x, codes, scales, qopt_.group_size());
+      return bias.defined() ? y + bias : y;
+    }
     auto ops = integer_operands(input_activation(x), weight);
     auto b = (bias.defined() && !ops.out_scale.defined()) ? bias.to(torch::kFloat64) : torch::Tensor();
     auto out = integer_product(ops, [&](const torch::Tensor& xi, const torch::Tensor& wi) {

@@ -72,6 +72,11 @@ class QuantLayer {
   // Integer-exact evaluation (see set_integer_eval below).
   void set_integer_eval(bool on) { integer_eval_ = on; }
   bool integer_eval() const { return integer_eval_; }
+  // The weight as integers at width `bits` of the bit list (initialising the scale lazily):
+  // int8 codes [rows, K] (K = elements per output row; quant::weight_codes at h bits, then
+  // quant::derive_codes) and the effective scales s * 2^(h - bits) as float [rows, K / G]
+  // ([rows, 1] per output channel). Export and the integer-exact evaluation both read this.
+  std::pair<torch::Tensor, torch::Tensor> integer_weight(int bits);
 
  protected:
   // `out_channels`: the number of weight scales (rows * groups with group-wise scales).
@@ -217,14 +222,24 @@ std::map<std::string, torch::Tensor> transitional_mirror_state(const torch::nn::
 // True for the name of a tensor of a transitional BN ("....bn_8_4.running_mean").
 bool is_transitional_bn_tensor(const std::string& name);
 
+// The language model's W{l}A8 linear layer computed exactly as the integer decoder defines it
+// (deploy/lm_kernels.h): x [..., K] float; its tokens quantized to 8 bits by the scalar
+// per-token definition (quant::per_token_codes_scalar); codes int8 [N, K]; scales float
+// [N, K / G] (G = group, 0: K). acc_g = sum over group g of q * c, exact (in double, every
+// partial sum is an integer below 2^31); y = a * (sum over g in increasing order, in float, of
+// float(acc_g) * s_g). Returns [..., N] float on x's device.
+torch::Tensor lm_integer_linear(const torch::Tensor& x, const torch::Tensor& codes, const torch::Tensor& scales,
+                                int64_t group);
+
 // Integer-exact evaluation, on or off for every quantized layer and switchable BN of `model`.
 // In eval mode it computes what the deployed integer runtime computes (deploy/runtime.h), so the
 // accuracy a checkpoint reports at a width is the accuracy of its deployed integer model:
 // convolutions of the integer codes in double precision (exact), the output scaled by
 // fl(a * s_c * 2^d) in float, and BN as x * alpha + beta with alpha = gamma / sqrt(var + eps),
 // beta = beta_bn - mean * alpha (two float roundings; the runtime uses no fused multiply-add).
-// Full-precision layers are computed in double and rounded to float once. Training-mode
-// forwards are unaffected.
+// Full-precision layers are computed in double and rounded to float once. Layers with per-token
+// inputs (the language model's, QuantOptions::per_token_input) compute lm_integer_linear, with
+// per-channel or group-wise scales. Training-mode forwards are unaffected.
 void set_integer_eval(torch::nn::Module& model, bool on);
 
 // A process-wide transform applied to a freshly computed activation-scale init before it is

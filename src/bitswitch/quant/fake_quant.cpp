@@ -211,6 +211,29 @@ std::pair<torch::Tensor, torch::Tensor> per_token_codes(const torch::Tensor& x, 
   return {q, a};
 }
 
+std::pair<torch::Tensor, torch::Tensor> per_token_codes_scalar(const torch::Tensor& x, int bits) {
+  check_bits(bits, "bits");
+  BS_CHECK(x.dim() >= 1 && x.size(-1) > 0, "per_token_codes_scalar: x needs a non-empty last dimension, got ", x.sizes());
+  auto xc = x.detach().to(torch::kCPU, torch::kFloat32).contiguous();
+  const int64_t k = xc.size(-1), m = xc.numel() / k;
+  auto q = torch::empty(xc.sizes(), torch::kInt8);
+  std::vector<int64_t> scale_shape(xc.sizes().begin(), xc.sizes().end());
+  scale_shape.back() = 1;
+  auto a = torch::empty(scale_shape, torch::kFloat32);
+  const float* xp = xc.data_ptr<float>();
+  int8_t* qp = q.data_ptr<int8_t>();
+  float* ap = a.data_ptr<float>();
+  for (int64_t r = 0; r < m; ++r) {
+    const float* row = xp + r * k;
+    float mx = 0.0f;
+    for (int64_t i = 0; i < k; ++i) mx = std::max(mx, std::fabs(row[i]));
+    const float s = per_token_scale(mx, bits), inv = 1.0f / s;
+    for (int64_t i = 0; i < k; ++i) qp[r * k + i] = int8_t(per_token_code(row[i], inv, bits));
+    ap[r] = s;
+  }
+  return {q, a};
+}
+
 namespace {
 struct PerTokenFakeQuantFn : public torch::autograd::Function<PerTokenFakeQuantFn> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, int64_t bits) {

@@ -53,6 +53,11 @@ torch::Tensor fake_quant_act(const torch::Tensor& x, const torch::Tensor& scale,
 torch::Tensor fake_quant_per_token(const torch::Tensor& x, int bits);
 // The codes (float, integer-valued) and the per-token scales [..., 1] of the same definition.
 std::pair<torch::Tensor, torch::Tensor> per_token_codes(const torch::Tensor& x, int bits);
+// The same codes element by element with the scalar definition (per_token_scale, per_token_code
+// of double_rounding.h), what the integer decoder computes (deploy::lm_quantize_tokens): x
+// [..., K] (converted to float32 on the CPU) -> int8 codes [..., K] and float scales [..., 1].
+// The integer-exact evaluation uses this one; tests hold per_token_codes equal to it.
+std::pair<torch::Tensor, torch::Tensor> per_token_codes_scalar(const torch::Tensor& x, int bits);
 
 // Integer codes, the export/deploy side of the same definition (no autograd).
 // weight_codes: int8 h-bit codes of `w` with per-channel `scale`.

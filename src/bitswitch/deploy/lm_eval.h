@@ -1,0 +1,26 @@
+// Held-out scoring of a token stream by the integer decoder (SPEC.md Sec. 9): what `bitswitch
+// perplexity` reports and the equivalence tests hold against the trainer's evaluate_lm. Windows
+// as data::TokenWindows cuts them: window i has inputs tokens[i * T, i * T + T) and targets
+// shifted by one (T = the model's context), each scored from an empty KV cache by one prefill.
+// Torch-free.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "bitswitch/deploy/lm_decoder.h"
+
+namespace bitswitch::deploy {
+
+struct LmScore {
+  double loss = 0;           // mean cross-entropy per predicted token (nats)
+  double perplexity = 0;     // exp(loss)
+  double bits_per_byte = 0;  // summed loss / (ln 2 * bytes of the predicted tokens)
+  int64_t windows = 0, tokens = 0, bytes = 0;
+};
+
+// Scores the first `max_windows` (0: all) complete windows of `tokens`; `token_bytes[id]` is the
+// number of text bytes token id stands for. Log-softmax in double.
+LmScore lm_score(LmDecoder& decoder, const std::vector<int32_t>& tokens, const std::vector<int64_t>& token_bytes,
+                 int64_t max_windows = 0);
+
+}  // namespace bitswitch::deploy
