@@ -47,8 +47,10 @@ fi
 case "$mode" in
   fast)
     # The quick LibTorch suites (quantizers, layers, configuration, checkpoints, data, transitional BN).
+    # Not Allocator.*: it tunes glibc malloc with mallopt, which ASan's allocator replaces (mallopt
+    # returns 0 there), so that test can only fail under the sanitizer.
     ASAN_OPTIONS=detect_leaks=0 "$DIR/tests/bitswitch_tests" \
-      --gtest_filter='SecondRounding.*:Backward/FusedKernel.*:FusedKernelLayout.*:Gradients.*:Agreement.*:Errors.*:Init.*:Config.*:Checkpoint.*:TransitionalBn.*:SwitchableBN.*:Layers.*:BitConfig.*:BitList.*:Allocator.*:Alrs.*:Schedule.*:FashionMnist.*:Loader.*:ShardedLoader.*:Roulette.*:Ilp.*' \
+      --gtest_filter='SecondRounding.*:Backward/FusedKernel.*:FusedKernelLayout.*:Gradients.*:Agreement.*:Errors.*:Init.*:Config.*:Checkpoint.*:TransitionalBn.*:SwitchableBN.*:Layers.*:BitConfig.*:BitList.*:Alrs.*:Schedule.*:FashionMnist.*:Loader.*:ShardedLoader.*:Roulette.*:Ilp.*' \
       || fails=$((fails + 1))
     ;;
   full)
