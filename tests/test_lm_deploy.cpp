@@ -177,13 +177,23 @@ std::string error_text(const std::function<void()>& fn) {
   return "(no error)";
 }
 
-bs::format::SafeTensors image_of(const Artifact& a, const std::function<void(std::vector<bs::format::TensorToWrite>&,
+// The artifact's safetensors image, parsed. parse_safetensors' views point into the bytes, so the
+// bytes live as long as the image (a local buffer here was a use-after-free: the tests that ran
+// earlier in the same process decided what the freed bytes then held).
+struct Image {
+  std::vector<uint8_t> bytes;
+  bs::format::SafeTensors st;
+  operator const bs::format::SafeTensors&() const { return st; }
+};
+std::unique_ptr<Image> image_of(const Artifact& a, const std::function<void(std::vector<bs::format::TensorToWrite>&,
                                                                            std::map<std::string, std::string>&)>& edit = {}) {
   std::map<std::string, std::string> meta;
   auto tensors = bs::deploy::artifact_tensors(a, &meta);
   if (edit) edit(tensors, meta);
-  const auto bytes = bs::format::serialize_safetensors(tensors, meta);
-  return bs::format::parse_safetensors(bytes.data(), bytes.size(), "lm.safetensors");
+  auto img = std::make_unique<Image>();
+  img->bytes = bs::format::serialize_safetensors(tensors, meta);
+  img->st = bs::format::parse_safetensors(img->bytes.data(), img->bytes.size(), "lm.safetensors");
+  return img;
 }
 
 Artifact export_tiny(const json& arch, int edge, std::vector<int> bits = {8, 6, 4, 2}, uint64_t seed = 9) {
@@ -203,7 +213,7 @@ TEST(LmArtifact, ExportSwitchAndReadBack) {
       EXPECT_EQ(m.lm.group_size, arch["group_size"].get<int64_t>());
       EXPECT_EQ(m.norms.size(), size_t(2 * 2 + 1));
       EXPECT_EQ(m.tokenizer_kind, "byte");
-      const Artifact r = bs::deploy::artifact_from_safetensors(image_of(m));
+      const Artifact r = bs::deploy::artifact_from_safetensors(*image_of(m));
       ASSERT_EQ(r.layers.size(), m.layers.size());
       for (size_t i = 0; i < r.layers.size(); ++i) {
         const auto &x = m.layers[i], &y = r.layers[i];
@@ -222,7 +232,7 @@ TEST(LmArtifact, ExportSwitchAndReadBack) {
       EXPECT_EQ(emb.quantized, edge == 8);
       for (int b : {6, 4, 2}) {
         const Artifact s = bs::deploy::switch_uniform(m, b, 1);
-        const Artifact sr = bs::deploy::artifact_from_safetensors(image_of(s));
+        const Artifact sr = bs::deploy::artifact_from_safetensors(*image_of(s));
         EXPECT_EQ(sr.label(), "w" + std::to_string(b));
         for (size_t i = 0; i < sr.layers.size(); ++i) {
           const auto &x = m.layers[i], &y = sr.layers[i];
@@ -244,7 +254,7 @@ TEST(LmArtifact, ExportSwitchAndReadBack) {
 TEST(LmArtifact, BadArtifactsNameTheTensorOrNode) {
   const Artifact m = export_tiny(json{{"group_size", 32}}, bs::nn::kFloatBits);
   auto with = [&](const std::function<void(std::vector<bs::format::TensorToWrite>&, std::map<std::string, std::string>&)>& e) {
-    return error_text([&] { bs::deploy::artifact_from_safetensors(image_of(m, e)); });
+    return error_text([&] { bs::deploy::artifact_from_safetensors(*image_of(m, e)); });
   };
   auto drop = [](std::vector<bs::format::TensorToWrite>& t, const std::string& name) {
     for (size_t i = 0; i < t.size(); ++i)

@@ -303,8 +303,12 @@ BS_AVX2_INLINE void step_m1(__m256i* acc16, const uint8_t* v, __m256i q, std::in
   ((acc16[R] = _mm256_add_epi16(acc16[R], dot16<BITS>(unpack_row<BITS, R0 + int(R)>(v), q))), ...);
 }
 
-// Units ahead that the decode kernel prefetches (prefetches past the tile's end are harmless).
-constexpr int kPrefetchUnits = 4;
+// Bytes ahead of the weight stream that the decode kernels prefetch (prefetches past the end are
+// harmless). The layer is one sequential stream (tiles in order, units in order), but this CPU's
+// hardware prefetcher alone leaves the single-thread stream well below the measured read
+// bandwidth; 2 KiB ahead (about 150 ns of stream) gained 10-25% on DRAM-resident layers at 2, 4
+// and 8 bits in an interleaved A/B (docs/lm-decode-bench.md).
+constexpr int kPrefetchBytes = 2048;
 
 // Rows 4H .. 4H + 3 of one tile, one token: out[r].
 template <int BITS, int H>
@@ -325,7 +329,7 @@ BS_AVX2_INLINE void half_m1(const Layout& p, const uint8_t* w, const float* sc, 
           // The first half's pass brings the whole (tile, unit) into L1 for the second half,
           // which then reads no memory: one sequential stream per tile.
           for (int line = 0; line < kUnit * BITS; line += 64)
-            _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetchUnits * kUnit * BITS + line), _MM_HINT_T0);
+            _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetchBytes + line), _MM_HINT_T0);
         }
         const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
         step_m1<BITS, 4 * H>(acc16, w, qv, std::make_index_sequence<4>{});
@@ -367,6 +371,8 @@ BS_AVX2 void tile_m1<8>(const Layout& p, const uint8_t* w, const float* sc, cons
     __m256i acc[8];
     for (auto& x : acc) x = _mm256_setzero_si256();
     for (int u = 0; u < upg; ++u) {
+      for (int line = 0; line < kUnit * 8; line += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetchBytes + line), _MM_HINT_T0);
       step8_m1(acc, w, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)), std::make_index_sequence<8>{});
       q += kUnit;
       w += kUnit * 8;
