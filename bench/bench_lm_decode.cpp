@@ -3,7 +3,8 @@
 // given shape, at each width and thread count: prefill tokens/s of a prompt and decode tokens/s
 // of the tokens after it (greedy, KV cache), with the weight bytes read per decoded token (every
 // integer layer and the head once, plus the embedding row), and decode tokens per CPU second of
-// the process (the machine may be shared). Prints one JSON object per line.
+// the process (the machine may be shared). Prints one JSON object per line. Repetitions go round
+// all rows in turn (best of `--reps` per row).
 //
 // Usage: bench_lm_decode --vocab V --dim D --layers L --heads H --kv-heads KV --mlp F --context C
 //          [--head int8|fp32|tied] [--group G] [--bits 8,6,4,3,2] [--threads 1,2]
@@ -16,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -83,48 +85,65 @@ int main(int argc, char** argv) {
   std::vector<int32_t> tokens(static_cast<size_t>(prompt));
   uint64_t x = 1;
   for (auto& t : tokens) t = int32_t((x = x * 6364136223846793005ull + 1442695040888963407ull) >> 33) % int32_t(s.vocab);
+  // Every width is built first; the repetitions then go round all (width, threads) rows in turn,
+  // so slow drifts of the machine (a shared host's memory bandwidth moves by tens of percent over
+  // minutes) fall on every row alike and the ratios between rows hold.
+  struct Row {
+    int bits = 8, threads = 1;
+    std::shared_ptr<const LmDecoderWeights> w;
+    size_t params = 0, linear = 0, head_bytes = 0, per_token = 0;
+    double build_s = 0, best_prefill = 1e30, best_decode = 1e30, best_decode_cpu = 1e30;
+  };
+  std::vector<Row> rows;
   for (int b : bits) {
     const double t0 = now_s();
     auto w = lm_random_weights(s, b, group, 1234 + b, hk);
-    const double build_s = now_s() - t0;
+    Row r;
+    r.bits = b, r.w = w, r.build_s = now_s() - t0;
     // Bytes read per decoded token: every block layer and the head once, one embedding row.
-    size_t linear = 0, params = 0;
     for (const auto& blk : w->blocks)
       for (const LmLinear* l : {&blk.q, &blk.k, &blk.v, &blk.o, &blk.gate, &blk.up, &blk.down})
-        linear += l->weight_bytes(), params += size_t(l->rows()) * l->cols();
-    size_t head_bytes = w->head_q ? w->head_q->weight_bytes() : size_t(s.vocab * s.dim) * sizeof(float);
-    const size_t per_token = linear + head_bytes + size_t(s.dim) * sizeof(float);
+        r.linear += l->weight_bytes(), r.params += size_t(l->rows()) * l->cols();
+    r.head_bytes = w->head_q ? w->head_q->weight_bytes() : size_t(s.vocab * s.dim) * sizeof(float);
+    r.per_token = r.linear + r.head_bytes + size_t(s.dim) * sizeof(float);
     for (int th : threads) {
-      LmDecoderOptions opt;
-      opt.threads = th;
-      LmDecoder dec(w, opt);
-      std::vector<float> logits(size_t(s.vocab));
-      double best_prefill = 1e30, best_decode = 1e30, best_decode_cpu = 1e30;
-      for (int r = 0; r < reps; ++r) {
-        dec.reset();
-        const double p0 = now_s();
-        dec.forward(tokens.data(), prompt, logits.data());
-        const double p1 = now_s(), c1 = cpu_s();
-        Sampler greedy({});
-        int32_t next = greedy.sample(logits.data(), s.vocab);
-        for (int i = 0; i < decode; ++i) {
-          dec.forward(&next, 1, logits.data());
-          next = greedy.sample(logits.data(), s.vocab);
-        }
-        const double p2 = now_s(), c2 = cpu_s();
-        best_decode_cpu = std::min(best_decode_cpu, c2 - c1);
-        best_prefill = std::min(best_prefill, p1 - p0);
-        best_decode = std::min(best_decode, p2 - p1);
-      }
-      std::printf(
-          "{\"label\": \"%s\", \"vocab\": %lld, \"dim\": %lld, \"bits\": %d, \"threads\": %d, \"group\": %d, \"head\": \"%s\", \"block_params\": %zu, "
-          "\"block_weight_bytes\": %zu, \"head_bytes\": %zu, \"bytes_per_token\": %zu, \"resident_bytes\": %zu, "
-          "\"prompt\": %d, \"decode\": %d, \"prefill_tok_s\": %.2f, \"decode_tok_s\": %.3f, \"decode_cpu_tok_s\": %.3f, \"build_s\": %.1f, "
-          "\"isa\": \"%s\"}\n",
-          label.c_str(), (long long)s.vocab, (long long)s.dim, b, th, group, head.c_str(), params, linear, head_bytes, per_token, dec.weight_bytes(), prompt,
-          decode, prompt / best_prefill, decode / best_decode, decode / best_decode_cpu, build_s, qgemm_isa_name(w->blocks[0].q.isa()));
-      std::fflush(stdout);
+      r.threads = th;
+      rows.push_back(r);
     }
+  }
+  std::vector<float> logits(size_t(s.vocab));
+  for (int rep = 0; rep < reps; ++rep) {
+    for (Row& r : rows) {
+      LmDecoderOptions opt;
+      opt.threads = r.threads;
+      LmDecoder dec(r.w, opt);
+      const double p0 = now_s();
+      dec.forward(tokens.data(), prompt, logits.data());
+      const double p1 = now_s(), c1 = cpu_s();
+      Sampler greedy({});
+      int32_t next = greedy.sample(logits.data(), s.vocab);
+      for (int i = 0; i < decode; ++i) {
+        dec.forward(&next, 1, logits.data());
+        next = greedy.sample(logits.data(), s.vocab);
+      }
+      const double p2 = now_s(), c2 = cpu_s();
+      r.best_decode_cpu = std::min(r.best_decode_cpu, c2 - c1);
+      r.best_prefill = std::min(r.best_prefill, p1 - p0);
+      r.best_decode = std::min(r.best_decode, p2 - p1);
+    }
+  }
+  for (const Row& r : rows) {
+    LmDecoderOptions opt;
+    opt.threads = r.threads;
+    const LmDecoder dec(r.w, opt);
+    std::printf(
+        "{\"label\": \"%s\", \"vocab\": %lld, \"dim\": %lld, \"bits\": %d, \"threads\": %d, \"group\": %d, \"head\": \"%s\", \"block_params\": %zu, "
+        "\"block_weight_bytes\": %zu, \"head_bytes\": %zu, \"bytes_per_token\": %zu, \"resident_bytes\": %zu, "
+        "\"prompt\": %d, \"decode\": %d, \"prefill_tok_s\": %.2f, \"decode_tok_s\": %.3f, \"decode_cpu_tok_s\": %.3f, \"build_s\": %.1f, "
+        "\"isa\": \"%s\"}\n",
+        label.c_str(), (long long)s.vocab, (long long)s.dim, r.bits, r.threads, group, head.c_str(), r.params, r.linear,
+        r.head_bytes, r.per_token, dec.weight_bytes(), prompt, decode, prompt / r.best_prefill, decode / r.best_decode,
+        decode / r.best_decode_cpu, r.build_s, qgemm_isa_name(r.w->blocks[0].q.isa()));
   }
   return 0;
 }

@@ -192,27 +192,36 @@ TEST(LmLinear, Errors) {
                   "avx");
 }
 
+// lm_quantize_tokens (AVX2 where the CPU has it) against the scalar functions it must equal, on
+// lengths with and without a tail, an all-zero token, a negative maximum and exact ties: a token
+// whose maximum is 127 has scale 1, so x = n + 0.5 lies half-way between two codes.
 TEST(LmLinear, QuantizeTokensIsTheScalarDefinition) {
   std::mt19937 rng(3);
-  const int M = 7, K = 77;
-  auto x = random_floats(rng, size_t(M) * K, -3.0f, 3.0f);
-  for (int k = 0; k < K; ++k) x[size_t(2) * K + k] = 0.0f;  // an all-zero token
-  x[size_t(4) * K + 10] = -50.0f;                            // a negative maximum
-  std::vector<int8_t> q(size_t(M) * K);
-  std::vector<float> a(M);
-  lm_quantize_tokens(M, K, x.data(), q.data(), a.data());
-  for (int m = 0; m < M; ++m) {
-    float mx = 0.0f;
-    for (int k = 0; k < K; ++k) mx = std::max(mx, std::fabs(x[size_t(m) * K + k]));
-    const float s = quant::per_token_scale(mx, 8);
-    EXPECT_EQ(a[m], s) << m;
-    for (int k = 0; k < K; ++k) {
-      const float c = quant::per_token_code(x[size_t(m) * K + k], 1.0f / s, 8);
-      ASSERT_EQ(int(q[size_t(m) * K + k]), int(c)) << m << "," << k;
-      ASSERT_LE(std::abs(int(c)), 127);
+  for (int K : {7, 77, 1024, 2821}) {
+    const int M = 7;
+    auto x = random_floats(rng, size_t(M) * K, -3.0f, 3.0f);
+    for (int k = 0; k < K; ++k) x[size_t(2) * K + k] = 0.0f;  // an all-zero token
+    x[size_t(4) * K + K / 2] = -50.0f;                          // a negative maximum
+    for (int k = 0; k < K; ++k) x[size_t(5) * K + k] = float(k % 254) - 126.5f;  // ties
+    x[size_t(5) * K] = 127.0f;
+    std::vector<int8_t> q(size_t(M) * K);
+    std::vector<float> a(M);
+    lm_quantize_tokens(M, K, x.data(), q.data(), a.data());
+    for (int m = 0; m < M; ++m) {
+      float mx = 0.0f;
+      for (int k = 0; k < K; ++k) mx = std::max(mx, std::fabs(x[size_t(m) * K + k]));
+      const float s = quant::per_token_scale(mx, 8);
+      EXPECT_EQ(a[m], s) << m;
+      for (int k = 0; k < K; ++k) {
+        const float c = quant::per_token_code(x[size_t(m) * K + k], 1.0f / s, 8);
+        ASSERT_EQ(int(q[size_t(m) * K + k]), int(c)) << "K " << K << " token " << m << " element " << k;
+        ASSERT_LE(std::abs(int(c)), 127);
+      }
     }
+    EXPECT_EQ(int(q[size_t(4) * K + K / 2]), -127);
+    EXPECT_EQ(a[5], 1.0f);
+    if (K > 3) EXPECT_EQ(int(q[size_t(5) * K + 1]), -126);  // -125.5 rounds to even -126
   }
-  EXPECT_EQ(int(q[size_t(4) * K + 10]), -127);
 }
 
 }  // namespace

@@ -123,15 +123,69 @@ struct Layout {
 
 }  // namespace
 
+namespace {
+
+// One token, scalar: quant::per_token_scale / per_token_code, element by element.
+void quantize_token_scalar(int K, const float* x, int8_t* q, float* a) {
+  float mx = 0.0f;
+  for (int k = 0; k < K; ++k) mx = std::max(mx, std::fabs(x[k]));
+  const float s = quant::per_token_scale(mx, 8);
+  const float inv = 1.0f / s;
+  for (int k = 0; k < K; ++k) q[k] = int8_t(quant::per_token_code(x[k], inv, 8));
+  *a = s;
+}
+
+#if BS_DEPLOY_X86
+// One token, AVX2, the same operations lane by lane: |x| by clearing the sign bit, the maximum
+// (exact in any order), x * inv, the clamp to [-127, 127] and round_half_even_small's
+// (v + 1.5 * 2^23) - 1.5 * 2^23 in float; the tail goes through the scalar functions.
+__attribute__((target("avx2"))) void quantize_token_avx2(int K, const float* x, int8_t* q, float* a) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 vmx = _mm256_setzero_ps();
+  int k = 0;
+  for (; k + 8 <= K; k += 8) vmx = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + k), abs_mask), vmx);
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, vmx);
+  float mx = 0.0f;
+  for (float v : lanes) mx = std::max(mx, v);
+  for (; k < K; ++k) mx = std::max(mx, std::fabs(x[k]));
+  const float s = quant::per_token_scale(mx, 8);
+  const float inv = 1.0f / s;
+  const __m256 vinv = _mm256_set1_ps(inv), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+  const __m256 magic = _mm256_set1_ps(12582912.0f);
+  const auto code = [=](const float* p) __attribute__((target("avx2"))) {
+    const __m256 v = _mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_mul_ps(_mm256_loadu_ps(p), vinv)));
+    return _mm256_cvttps_epi32(_mm256_sub_ps(_mm256_add_ps(v, magic), magic));
+  };
+  k = 0;
+  for (; k + 32 <= K; k += 32) {
+    const __m256i w0 = _mm256_packs_epi32(code(x + k), code(x + k + 8));        // int16, lanes interleaved
+    const __m256i w1 = _mm256_packs_epi32(code(x + k + 16), code(x + k + 24));
+    const __m256i b = _mm256_packs_epi16(w0, w1);                               // int8, [0 2 4 6 1 3 5 7] x 4
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + k),
+                        _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+  }
+  for (; k < K; ++k) q[k] = int8_t(quant::per_token_code(x[k], inv, 8));
+  *a = s;
+}
+#endif
+
+}  // namespace
+
 void lm_quantize_tokens(int M, int K, const float* x, int8_t* q, float* a) {
+#if BS_DEPLOY_X86
+  const bool avx2 = cpu::features().avx2;
+#else
+  const bool avx2 = false;
+#endif
   for (int m = 0; m < M; ++m) {
-    const float* xm = x + size_t(m) * K;
-    float mx = 0.0f;
-    for (int k = 0; k < K; ++k) mx = std::max(mx, std::fabs(xm[k]));
-    const float s = quant::per_token_scale(mx, 8);
-    const float inv = 1.0f / s;
-    for (int k = 0; k < K; ++k) q[size_t(m) * K + k] = int8_t(quant::per_token_code(xm[k], inv, 8));
-    a[m] = s;
+#if BS_DEPLOY_X86
+    if (avx2) {
+      quantize_token_avx2(K, x + size_t(m) * K, q + size_t(m) * K, a + m);
+      continue;
+    }
+#endif
+    quantize_token_scalar(K, x + size_t(m) * K, q + size_t(m) * K, a + m);
   }
 }
 
@@ -310,50 +364,38 @@ BS_AVX2_INLINE void step_m1(__m256i* acc16, const uint8_t* v, __m256i q, std::in
 // and 8 bits in an interleaved A/B (docs/lm-decode-bench.md).
 constexpr int kPrefetchBytes = 2048;
 
-// Rows 4H .. 4H + 3 of one tile, one token: out[r].
-template <int BITS, int H>
-BS_AVX2_INLINE void half_m1(const Layout& p, const uint8_t* w, const float* sc, const int8_t* q, const int32_t* qsum,
-                            float a, float* out) {
+// One tile, one token: out[r] = y of row r (8 rows) in one pass over the tile's bytes in order
+// (every (tile, unit) is read once, so the hardware and software prefetchers see one sequential
+// stream). The eight int16 run accumulators stay in registers; the eight int32 accumulators are
+// touched once per run of kRun units, so the compiler may keep them on the stack at little cost.
+template <int BITS>
+BS_AVX2 void tile_m1(const Layout& p, const uint8_t* w, const float* sc, const int8_t* q, const int32_t* qsum,
+                         float a, float* out) {
   const int upg = p.Gp / kUnit;
-  constexpr int32_t off = BITS == 8 ? 0 : 1 << (BITS - 1);
-  __m128 sum = _mm_setzero_ps();
+  constexpr int32_t off = 1 << (BITS - 1);
+  __m256 sum = _mm256_setzero_ps();
   for (int g = 0; g < p.groups; ++g) {
-    __m256i acc[4];
+    __m256i acc[8];
     for (auto& x : acc) x = _mm256_setzero_si256();
     for (int u0 = 0; u0 < upg; u0 += kRun<BITS>) {
-      __m256i acc16[4];
+      __m256i acc16[8];
       for (auto& x : acc16) x = _mm256_setzero_si256();
       const int u1 = std::min(upg, u0 + kRun<BITS>);
       for (int u = u0; u < u1; ++u) {
-        if constexpr (H == 0) {
-          // The first half's pass brings the whole (tile, unit) into L1 for the second half,
-          // which then reads no memory: one sequential stream per tile.
-          for (int line = 0; line < kUnit * BITS; line += 64)
-            _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetchBytes + line), _MM_HINT_T0);
-        }
+        for (int line = 0; line < kUnit * BITS; line += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetchBytes + line), _MM_HINT_T0);
         const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
-        step_m1<BITS, 4 * H>(acc16, w, qv, std::make_index_sequence<4>{});
+        step_m1<BITS, 0>(acc16, w, qv, std::make_index_sequence<8>{});
         q += kUnit;
         w += kUnit * BITS;
       }
-      for (int r = 0; r < 4; ++r) acc[r] = widen(acc[r], acc16[r]);
+      for (int r = 0; r < 8; ++r) acc[r] = widen(acc[r], acc16[r]);
     }
-    __m128i s = reduce4(acc);
-    if (off != 0) s = _mm_sub_epi32(s, _mm_set1_epi32(off * qsum[g]));
-    sum = _mm_add_ps(sum, _mm_mul_ps(_mm_cvtepi32_ps(s), _mm_loadu_ps(sc + g * kTileRows + 4 * H)));
+    const __m256i s = _mm256_sub_epi32(reduce8(acc), _mm256_set1_epi32(off * qsum[g]));
+    sum = _mm256_add_ps(sum, _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_loadu_ps(sc + g * kTileRows)));
   }
-  _mm_storeu_ps(out + 4 * H, _mm_mul_ps(sum, _mm_set1_ps(a)));
+  _mm256_storeu_ps(out, _mm256_mul_ps(sum, _mm256_set1_ps(a)));
 }
-
-// One tile, one token: out[r] = y of row r (8 rows), as two halves of 4 rows (their int16 and
-// int32 accumulators fit the 16 registers).
-template <int BITS>
-BS_AVX2 void tile_m1(const Layout& p, const uint8_t* w, const float* sc, const int8_t* q, const int32_t* qsum,
-                     float a, float* out) {
-  half_m1<BITS, 0>(p, w, sc, q, qsum, a, out);
-  half_m1<BITS, 1>(p, w, sc, q, qsum, a, out);
-}
-
 template <size_t... R>
 BS_AVX2_INLINE void step8_m1(__m256i* acc, const uint8_t* v, __m256i q, std::index_sequence<R...>) {
   ((acc[R] = widen(acc[R], dot16<8>(unpack_row<8, int(R)>(v), q))), ...);
@@ -427,7 +469,7 @@ BS_AVX2 void tile_m4(const Layout& p, const uint8_t* w, const float* sc, const i
 }
 
 template <int BITS>
-void tile_avx2(const Layout& p, int tile, const Tokens& t, float* y) {
+BS_AVX2_INLINE void tile_avx2(const Layout& p, int tile, const Tokens& t, float* y) {
   const uint8_t* w = p.packed.ptr + size_t(tile) * p.tile_bytes();
   const float* sc = p.scales.data() + size_t(tile) * p.groups * kTileRows;
   const int n0 = tile * kTileRows, rows = std::min(kTileRows, p.N - n0);
@@ -450,16 +492,22 @@ void tile_avx2(const Layout& p, int tile, const Tokens& t, float* y) {
   }
 }
 
-using TileFn = void (*)(const Layout&, int, const Tokens&, float*);
-TileFn avx2_kernel(int bits) {
+// Tiles [t0, t1): the loop inside the target function, so no call per tile.
+template <int BITS>
+BS_AVX2 void tiles_avx2(const Layout& p, int t0, int t1, const Tokens& t, float* y) {
+  for (int tile = t0; tile < t1; ++tile) tile_avx2<BITS>(p, tile, t, y);
+}
+
+using TilesFn = void (*)(const Layout&, int, int, const Tokens&, float*);
+TilesFn avx2_kernel(int bits) {
   switch (bits) {
-    case 2: return tile_avx2<2>;
-    case 3: return tile_avx2<3>;
-    case 4: return tile_avx2<4>;
-    case 5: return tile_avx2<5>;
-    case 6: return tile_avx2<6>;
-    case 7: return tile_avx2<7>;
-    case 8: return tile_avx2<8>;
+    case 2: return tiles_avx2<2>;
+    case 3: return tiles_avx2<3>;
+    case 4: return tiles_avx2<4>;
+    case 5: return tiles_avx2<5>;
+    case 6: return tiles_avx2<6>;
+    case 7: return tiles_avx2<7>;
+    case 8: return tiles_avx2<8>;
     default: fail("LmLinear: no kernel for ", bits, " bits");
   }
 }
@@ -539,8 +587,7 @@ void LmLinear::forward(int M, const int8_t* q, const float* a, float* y, int thr
   auto run = [&](int t0, int t1) {
 #if BS_DEPLOY_X86
     if (p.isa == QgemmIsa::kAvx2) {
-      const TileFn fn = avx2_kernel(p.bits);
-      for (int tile = t0; tile < t1; ++tile) fn(p, tile, t, y);
+      avx2_kernel(p.bits)(p, t0, t1, t, y);
       return;
     }
 #endif
