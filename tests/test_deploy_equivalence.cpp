@@ -71,7 +71,7 @@ void expect_equivalent(models::ModelImpl& model, const deploy::Artifact& master,
                        const torch::Tensor& x, const std::string& what) {
   torch::NoGradGuard ng;
   nn::set_integer_eval(model, true);
-  nn::apply_bits(model, nn::layer_bits_config(widths));
+  nn::apply_bits(model, nn::layer_bits_config(widths, master.bits.front()));
   const auto ref = model.forward(x).contiguous();
   nn::set_integer_eval(model, false);
   deploy::RuntimeOptions ro;

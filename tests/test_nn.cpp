@@ -32,7 +32,7 @@ TEST(BitConfig, BnKeyNamesTransitionalBns) {
 TEST(BitConfig, LayerBitsFileRoundTripAndErrors) {
   const std::map<std::string, int> m{{"blocks.0.conv1", 4}, {"fc", 8}};
   EXPECT_EQ(nn::parse_layer_bits(nn::layer_bits_to_json(m), "x"), m);
-  auto cfg = nn::layer_bits_config(m);
+  auto cfg = nn::layer_bits_config(m, nn::kFloatBits);
   EXPECT_EQ(cfg.for_layer("blocks.0.conv1"), (nn::LayerBits{4, 4}));
   EXPECT_EQ(cfg.for_layer("other").weight, nn::kFloatBits);
   auto msg = [](const std::string& text, std::vector<int> allowed = {}) {

@@ -172,7 +172,8 @@ struct InferCommand {
       ck.load_model(*reference, /*strict=*/true);
       reference->eval();
       nn::set_integer_eval(*reference, true);
-      nn::apply_bits(*reference, nn::layer_bits_config(a.layer_bits()));
+      // Fixed-width (8-bit first/last) layers run quantized, as in the artifact.
+      nn::apply_bits(*reference, nn::layer_bits_config(a.layer_bits(), a.bits.front()));
     }
     while (loader.next(b)) {
       const int n = int(b.images.size(0));

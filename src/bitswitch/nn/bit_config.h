@@ -60,6 +60,8 @@ std::map<std::string, int> parse_layer_bits(const std::string& json_text, const 
 std::map<std::string, int> read_layer_bits(const std::string& path, const std::vector<int>& allowed = {});
 std::string layer_bits_to_json(const std::map<std::string, int>& layers);
 // The BitConfig of a per-layer map (every named layer at its width; others at default_bits).
-BitConfig layer_bits_config(const std::map<std::string, int>& layers, int default_bits = kFloatBits);
+// default_bits also decides whether fixed-width layers (first/last at 8 bits) run quantized:
+// pass a trained width to evaluate the quantized network, kFloatBits only for the FP one.
+BitConfig layer_bits_config(const std::map<std::string, int>& layers, int default_bits);
 
 }  // namespace bitswitch::nn
