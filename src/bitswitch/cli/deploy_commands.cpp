@@ -142,7 +142,7 @@ struct InferCommand {
                "': its class folders are not the artifact's classes (labels would not match)");
       data::ImageFolderOptions o;
       o.crop = image_size > 0 ? image_size : int(a.provenance.value("image_size", 224));
-      o.resize = (o.crop * 8 + 6) / 7;
+      o.resize = data::eval_resize(o.crop);
       o.batch_size = batch;
       o.threads = workers;
       o.prefetch = 2 * workers;
@@ -245,7 +245,7 @@ struct PredictCommand {
     }
     data::ImageFolderOptions o;
     o.crop = image_size > 0 ? image_size : int(a.provenance.value("image_size", 224));
-    o.resize = (o.crop * 8 + 6) / 7;
+    o.resize = data::eval_resize(o.crop);
     o.batch_size = int64_t(images.size());
     o.skip_corrupt = false;
     data::ImageFolderLoader loader(std::move(folder), o);

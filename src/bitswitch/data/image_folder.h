@@ -62,6 +62,9 @@ struct CropBox {
 // torchvision's RandomResizedCrop box (10 tries of area in scale, log-uniform aspect ratio,
 // then the central crop fallback) plus a flip with probability 1/2.
 CropBox random_resized_crop_box(int width, int height, SampleRng& rng, bool hflip);
+// The evaluation transform's short-side size for a crop: crop * 8/7 rounded (224 -> 256, the
+// ImageNet convention); training's validation and `bitswitch infer`/`predict` use this one rule.
+inline int eval_resize(int crop) { return (crop * 8 + 6) / 7; }
 // Resize(resize) of the short side followed by CenterCrop(crop), as one box.
 CropBox center_crop_box(int width, int height, int resize, int crop);
 // Bilinear resample of `box` of `image` to size x size, normalised ((v/255 - mean) / std) into

@@ -13,13 +13,13 @@ LmScore lm_score(LmDecoder& decoder, const std::vector<int32_t>& tokens, const s
   const int64_t ctx = decoder.shape().context, vocab = decoder.shape().vocab;
   BS_CHECK(int64_t(token_bytes.size()) == vocab, "lm_score: ", token_bytes.size(), " byte counts for a vocabulary of ",
            vocab);
-  LmScore r;
-  r.windows = tokens.size() > size_t(ctx) ? int64_t(tokens.size() - 1) / ctx : 0;
-  BS_CHECK(r.windows > 0, "lm_score: ", tokens.size(), " tokens are fewer than one window of ", ctx + 1);
-  if (max_windows > 0) r.windows = std::min(r.windows, max_windows);
+  int64_t windows = tokens.size() > size_t(ctx) ? int64_t(tokens.size() - 1) / ctx : 0;
+  BS_CHECK(windows > 0, "lm_score: ", tokens.size(), " tokens are fewer than one window of ", ctx + 1);
+  if (max_windows > 0) windows = std::min(windows, max_windows);
   std::vector<float> logits(size_t(ctx * vocab));
   double loss = 0;
-  for (int64_t w = 0; w < r.windows; ++w) {
+  int64_t bytes = 0;
+  for (int64_t w = 0; w < windows; ++w) {
     decoder.reset();
     decoder.forward(tokens.data() + w * ctx, int(ctx), logits.data(), /*all_logits=*/true);
     for (int64_t t = 0; t < ctx; ++t) {
@@ -31,14 +31,10 @@ LmScore lm_score(LmDecoder& decoder, const std::vector<int32_t>& tokens, const s
       double z = 0;
       for (int64_t v = 0; v < vocab; ++v) z += std::exp(double(row[v]) - mx);
       loss += std::log(z) + mx - double(row[target]);
-      r.bytes += token_bytes[size_t(target)];
+      bytes += token_bytes[size_t(target)];
     }
   }
-  r.tokens = r.windows * ctx;
-  r.loss = loss / double(r.tokens);
-  r.perplexity = std::exp(r.loss);
-  r.bits_per_byte = r.bytes > 0 ? loss / (std::log(2.0) * double(r.bytes)) : 0;
-  return r;
+  return LmScore::from_sums(loss, windows * ctx, bytes, windows);
 }
 
 }  // namespace bitswitch::deploy

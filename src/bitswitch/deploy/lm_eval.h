@@ -8,15 +8,11 @@
 #include <vector>
 
 #include "bitswitch/deploy/lm_decoder.h"
+#include "bitswitch/util/lm_score.h"
 
 namespace bitswitch::deploy {
 
-struct LmScore {
-  double loss = 0;           // mean cross-entropy per predicted token (nats)
-  double perplexity = 0;     // exp(loss)
-  double bits_per_byte = 0;  // summed loss / (ln 2 * bytes of the predicted tokens)
-  int64_t windows = 0, tokens = 0, bytes = 0;
-};
+using bitswitch::LmScore;  // util/lm_score.h
 
 // Scores the first `max_windows` (0: all) complete windows of `tokens`; `token_bytes[id]` is the
 // number of text bytes token id stands for. Log-softmax in double.

@@ -80,10 +80,28 @@ void unpack_into(const uint8_t* packed, size_t n, int bits, int8_t* out) {
     if (n) std::memcpy(out, packed, n);
     return;
   }
-  if (bits == 4 || bits == 2) {
-    const int per = 8 / bits;
-    for (size_t i = 0; i < n; ++i)
-      out[i] = sign_extend(uint32_t(packed[i / per]) >> ((i % per) * bits), bits);
+  // 4 and 2 bits: whole bytes with constant shifts (the runtime unpacks every low-bit layer once
+  // per inference call, so this loop is on the batch-1 path), then the last partial byte.
+  if (bits == 4) {
+    const size_t full = n / 2;
+    for (size_t j = 0; j < full; ++j) {
+      const uint8_t b = packed[j];
+      out[2 * j] = int8_t(int8_t(uint8_t(b << 4)) >> 4);
+      out[2 * j + 1] = int8_t(int8_t(b) >> 4);
+    }
+    if (n % 2) out[n - 1] = sign_extend(packed[full], 4);
+    return;
+  }
+  if (bits == 2) {
+    const size_t full = n / 4;
+    for (size_t j = 0; j < full; ++j) {
+      const uint8_t b = packed[j];
+      out[4 * j] = int8_t(int8_t(uint8_t(b << 6)) >> 6);
+      out[4 * j + 1] = int8_t(int8_t(uint8_t(b << 4)) >> 6);
+      out[4 * j + 2] = int8_t(int8_t(uint8_t(b << 2)) >> 6);
+      out[4 * j + 3] = int8_t(int8_t(b) >> 6);
+    }
+    for (size_t i = full * 4; i < n; ++i) out[i] = sign_extend(uint32_t(packed[full]) >> ((i - full * 4) * 2), 2);
     return;
   }
   uint64_t acc = 0;

@@ -290,9 +290,12 @@ struct Runtime::Impl {
     return !o.depthwise && isa == QgemmIsa::kAvx512Vnni && qgemm_panels_usable(o.out, o.K());
   }
   // Low-bit panels of every layer, unpacked to int8 for one inference call.
+  // Layers are independent: split over the runtime's threads (batch 1 pays this on every call).
   std::vector<std::vector<int8_t>> unpack_all() const {
     std::vector<std::vector<int8_t>> out(layers.size());
-    for (const auto& o : layers)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (size_t li = 0; li < layers.size(); ++li) {
+      const Layer& o = layers[li];
       if (o.integer && o.bits != 8 && !o.panels.empty()) {
         if (panels_unpack_in_gemm()) continue;
         auto& u = out[size_t(o.index)];
@@ -306,6 +309,7 @@ struct Runtime::Impl {
         u.resize(size_t(o.out) * K);
         for (int r = 0; r < o.out; ++r) unpack_into(o.wq.data() + size_t(r) * row, K, o.bits, u.data() + size_t(r) * K);
       }
+    }
     return out;
   }
 

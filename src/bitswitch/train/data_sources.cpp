@@ -24,7 +24,7 @@ DataSources open_image_folders(const TrainConfig& c, int64_t test_batch, int sha
   d.num_classes = static_cast<int64_t>(train.classes.size());
   data::ImageFolderOptions o;
   o.crop = c.image_size;
-  o.resize = (c.image_size * 8 + 6) / 7;  // 224 -> 256
+  o.resize = data::eval_resize(c.image_size);  // 224 -> 256
   o.threads = c.workers;
   o.prefetch = 2 * c.workers;
   o.skip_corrupt = c.skip_corrupt;

@@ -48,7 +48,7 @@ LmEval evaluate_lm(models::LlamaImpl& model, const data::TokenWindows& windows, 
   for (size_t i = 0; i < table.size(); ++i) table[i] = tokenizer.token_bytes(int32_t(i));
   auto bytes_of = torch::tensor(table, torch::kInt64);
   double loss_sum = 0;
-  LmEval r;
+  int64_t tokens = 0, bytes = 0;
   for (int64_t start = 0; start < n; start += batch) {
     auto w = windows.gather(torch::arange(start, std::min(n, start + batch), torch::kInt64));
     auto x = w.narrow(1, 0, windows.length()), y = w.narrow(1, 1, windows.length());
@@ -57,14 +57,11 @@ LmEval evaluate_lm(models::LlamaImpl& model, const data::TokenWindows& windows, 
                     logits.reshape({-1, logits.size(-1)}), y.reshape({-1}),
                     torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
                     .item<double>();
-    r.tokens += y.numel();
-    r.bytes += bytes_of.index({y.reshape({-1})}).sum().item<int64_t>();
+    tokens += y.numel();
+    bytes += bytes_of.index({y.reshape({-1})}).sum().item<int64_t>();
   }
   model.train(was_training);
-  r.loss = loss_sum / double(r.tokens);
-  r.perplexity = std::exp(r.loss);
-  r.bits_per_byte = r.bytes > 0 ? loss_sum / (std::log(2.0) * double(r.bytes)) : 0;
-  return r;
+  return LmScore::from_sums(loss_sum, tokens, bytes, n);
 }
 
 bool is_lm_checkpoint(const json& meta) { return meta.value("task", std::string()) == "lm"; }

@@ -13,15 +13,11 @@
 #include "bitswitch/models/llama.h"
 #include "bitswitch/nn/bit_config.h"
 #include "bitswitch/train/lm_config.h"
+#include "bitswitch/util/lm_score.h"
 
 namespace bitswitch::train {
 
-struct LmEval {
-  double loss = 0;            // mean cross-entropy per predicted token (nats)
-  double perplexity = 0;      // exp(loss)
-  double bits_per_byte = 0;   // summed loss / (ln 2 * bytes of the predicted tokens)
-  int64_t tokens = 0, bytes = 0;
-};
+using LmEval = LmScore;  // util/lm_score.h: the decoder's perplexity uses the same definition
 
 // Evaluates `model` at `bits` on the first `max_windows` (0: all) windows of `windows`, in order,
 // in eval mode without gradients; `tokenizer` gives each target token's byte count.
