@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "bitswitch/deploy/dwconv.h"
+#include "bitswitch/deploy/float_conv.h"
 #include "bitswitch/deploy/packing.h"
 #include "bitswitch/deploy/qgemm_panels.h"
 #include "bitswitch/util/error.h"
@@ -141,25 +142,6 @@ BS_CLONES void epilogue_flt(const float* __restrict y0, int M, int N, Epi e, con
   }
 }
 
-// Full-precision layer rows: y[m][j] = (sum_k A[m][k] * W[k][j] in double, in k order) + bias[j],
-// rounded to float. `acc`: N doubles of scratch.
-BS_CLONES
-void conv_float_rows(const float* __restrict A, int M, int K, int N, const double* __restrict wt,
-                     const float* __restrict bias, float* __restrict y, double* __restrict acc) {
-  for (int m = 0; m < M; ++m) {
-    const float* a = A + size_t(m) * K;
-    for (int j = 0; j < N; ++j) acc[j] = 0;
-    for (int k = 0; k < K; ++k) {
-      const double av = a[k];
-      const double* wk = wt + size_t(k) * N;
-#pragma omp simd
-      for (int j = 0; j < N; ++j) acc[j] += av * wk[j];
-    }
-    float* d = y + size_t(m) * N;
-    for (int j = 0; j < N; ++j) d[j] = float(bias ? acc[j] + double(bias[j]) : acc[j]);
-  }
-}
-
 // Splits [0, rows) over `threads` (OpenMP) when threads > 1.
 void parallel_rows(int rows, int threads, const std::function<void(int, int)>& fn) {
   if (threads <= 1 || rows < 64) {
@@ -233,7 +215,6 @@ struct Scratch {
   std::vector<uint8_t> col, qin;
   std::vector<float> fcol, f0;
   std::vector<int32_t> acc;
-  std::vector<double> dacc;
   const std::vector<std::vector<int8_t>>* unpacked = nullptr;  // per layer: int8 panels of this call
   std::vector<const uint8_t*> rows;  // per output pixel: its first input row (panel GEMM)
 };
@@ -451,8 +432,10 @@ void Runtime::Impl::run_layer(const Step& st, int n, Scratch& s, int inner) cons
       A = col;
     }
     float* y0 = sized(s.f0, size_t(M) * N);
-    conv_float_rows(A, M, K, N, o.wt.data(), o.bias_fp.empty() ? nullptr : o.bias_fp.data(), y0,
-                    sized(s.dacc, size_t(N)));
+    const float* bias = o.bias_fp.empty() ? nullptr : o.bias_fp.data();
+    parallel_rows(M, inner, [&](int r0, int r1) {
+      fconv_rows(A + size_t(r0) * K, r1 - r0, K, N, o.wt.data(), bias, y0 + size_t(r0) * N, isa);
+    });
     if (other) {
       if (yq) epilogue_flt<true, true>(y0, M, N, e, other, q, yf, yq);
       else epilogue_flt<true, false>(y0, M, N, e, other, q, yf, yq);
