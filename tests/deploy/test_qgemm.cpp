@@ -183,6 +183,46 @@ TEST_P(QgemmIsaTest, NeverReadsPastTheMatrices) {
   }
 }
 
+// qgemm_u8s8_s32_narrow: int8 rows whose codes are l-bit (the runtime's unpacked low-bit rows),
+// every width, against the reference: random shapes (K with and without a remainder of 32), the
+// extremes 255 x -2^(l-1) and 255 x (2^(l-1) - 1) over a K long enough for many int16 runs
+// (a run one step longer than kUbRun, or saturating arithmetic, would show), and no read past
+// either matrix.
+TEST_P(QgemmIsaTest, NarrowCodesMatchReferenceForEveryWidth) {
+  std::mt19937 rng(8);
+  auto shapes = edge_shapes();
+  for (const auto& s : random_shapes(rng, 40)) shapes.push_back(s);
+  for (int bits = 2; bits <= 8; ++bits) {
+    for (const auto& s : shapes) {
+      const auto A = random_u8(rng, size_t(s.M) * s.K);
+      const auto B = random_codes(rng, size_t(s.N) * s.K, bits);
+      std::vector<int32_t> ref(size_t(s.M) * s.N, 123), got(size_t(s.M) * s.N, -456);
+      qgemm_u8s8_s32_ref(s.M, s.N, s.K, A.data(), B.data(), ref.data());
+      qgemm_u8s8_s32_narrow(s.M, s.N, s.K, A.data(), B.data(), bits, got.data(), GetParam());
+      ASSERT_EQ(got, ref) << "bits " << bits << " " << shape_str(s);
+    }
+    for (int8_t b : {int8_t(quant::signed_qmin(bits)), int8_t(quant::signed_qmax(bits))}) {
+      const Shape s{5, 3, 32 * 70 + 9};
+      const std::vector<uint8_t> A(size_t(s.M) * s.K, 255);
+      const std::vector<int8_t> B(size_t(s.N) * s.K, b);
+      std::vector<int32_t> C(size_t(s.M) * s.N);
+      qgemm_u8s8_s32_narrow(s.M, s.N, s.K, A.data(), B.data(), bits, C.data(), GetParam());
+      for (int32_t c : C) ASSERT_EQ(int64_t(c), int64_t(s.K) * 255 * b) << "bits " << bits;
+    }
+    for (const Shape& s : std::vector<Shape>{{1, 1, 1}, {5, 3, 7}, {3, 5, 33}, {6, 7, 63}, {2, 9, 65}, {30, 30, 1}}) {
+      const auto A = random_u8(rng, size_t(s.M) * s.K);
+      const auto B = random_codes(rng, size_t(s.N) * s.K, bits);
+      const GuardedBuffer ga(A.data(), A.size()),
+          gb(reinterpret_cast<const uint8_t*>(B.data()), B.size());
+      std::vector<int32_t> ref(size_t(s.M) * s.N), got(ref.size());
+      qgemm_u8s8_s32_ref(s.M, s.N, s.K, A.data(), B.data(), ref.data());
+      qgemm_u8s8_s32_narrow(s.M, s.N, s.K, ga.get(), reinterpret_cast<const int8_t*>(gb.get()), bits, got.data(),
+                            GetParam());
+      ASSERT_EQ(got, ref) << "guarded, bits " << bits << " " << shape_str(s);
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(AllPaths, QgemmIsaTest,
                          ::testing::Values(QgemmIsa::kScalar, QgemmIsa::kAvx2, QgemmIsa::kAvx512Vnni),
                          [](const ::testing::TestParamInfo<QgemmIsa>& info) {

@@ -3,8 +3,9 @@
 //
 // Paths, chosen at run time (or forced by the caller):
 //   kScalar     the plain reference loops.
-//   kAvx2       u8 and s8 widened to int16, vpmaddwd + vpaddd: never saturates (the
-//               vpmaddubsw shortcut would saturate int16 for u8 x s8 and is not used).
+//   kAvx2       u8 and s8 widened to int16, vpmaddwd + vpaddd: never saturates (vpmaddubsw
+//               would saturate int16 for u8 x full-range s8; qgemm_u8s8_s32_narrow uses it
+//               where the weight codes are narrow enough for it to be exact).
 //   kAvx512Vnni vpdpbusd (u8 x s8 -> int32, no intermediate saturation). The packed variant also
 //               needs AVX512_VBMI (vpermb + vpmultishiftqb unpack 64 codes at once); on CPUs with
 //               VNNI but no VBMI (Cascade Lake) the packed variant uses the AVX2 path.
@@ -44,6 +45,13 @@ void qgemm_u8s8_s32_ref(int M, int N, int K, const uint8_t* A, const int8_t* B, 
 void qgemm_u8s8_s32(int M, int N, int K, const uint8_t* A, const int8_t* B, int32_t* C,
                     QgemmIsa isa = QgemmIsa::kAuto);
 
+// As qgemm_u8s8_s32 for B whose codes all lie in the signed `bits`-bit range [-2^(bits-1),
+// 2^(bits-1) - 1] (the caller guarantees it, as the runtime's unpacked l-bit rows do; codes out of
+// range give wrong sums). The same exact result; on AVX2 with bits <= 5 from a vpmaddubsw kernel,
+// exact because the narrow codes bound every int16 partial sum (qgemm.cpp), with half the
+// multiplies of the int16 path. Other widths and paths: qgemm_u8s8_s32.
+void qgemm_u8s8_s32_narrow(int M, int N, int K, const uint8_t* A, const int8_t* B, int bits, int32_t* C,
+                           QgemmIsa isa = QgemmIsa::kAuto);
 // As above with B given as packed `bits`-bit rows (bits in {2..8}; see the layout above).
 void qgemm_u8_packed_s32_ref(int M, int N, int K, const uint8_t* A, const uint8_t* B_packed,
                              int bits, int32_t* C);

@@ -216,6 +216,7 @@ struct Scratch {
   std::vector<float> fcol, f0;
   std::vector<int32_t> acc;
   const std::vector<std::vector<int8_t>>* unpacked = nullptr;  // per layer: int8 panels of this call
+  std::vector<int8_t> w8;  // one layer's low-bit rows unpacked to int8 (few-images path)
   std::vector<const uint8_t*> rows;  // per output pixel: its first input row (panel GEMM)
 };
 
@@ -270,9 +271,10 @@ struct Runtime::Impl {
   bool use_panels(const Layer& o) const {
     return !o.depthwise && isa == QgemmIsa::kAvx512Vnni && qgemm_panels_usable(o.out, o.K());
   }
-  // Low-bit panels of every layer, unpacked to int8 for one inference call.
-  // Layers are independent: split over the runtime's threads (batch 1 pays this on every call).
-  std::vector<std::vector<int8_t>> unpack_all() const {
+  // Low-bit panels of every layer, unpacked to int8 for one inference call, and with `rows` the
+  // low-bit rows of the row GEMMs too (without: gemm_int unpacks each layer's rows into the
+  // scratch just before its GEMM, the few-images path). Layers are split over the threads.
+  std::vector<std::vector<int8_t>> unpack_all(bool rows) const {
     std::vector<std::vector<int8_t>> out(layers.size());
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
     for (size_t li = 0; li < layers.size(); ++li) {
@@ -282,7 +284,7 @@ struct Runtime::Impl {
         auto& u = out[size_t(o.index)];
         u.resize(qgemm_panels_bytes(o.out, o.K()));
         qgemm_unpack_panels(reinterpret_cast<const uint8_t*>(o.panels.data()), o.out, o.K(), o.bits, u.data());
-      } else if (o.integer && o.bits != 8 && !o.depthwise && !unpack_in_gemm) {
+      } else if (rows && o.integer && o.bits != 8 && !o.depthwise && !unpack_in_gemm) {
         // Row GEMMs (AVX2 / scalar): the packed rows unpacked once per call to int8 rows, so the
         // GEMM runs at the 8-bit speed while the resident weights stay packed.
         auto& u = out[size_t(o.index)];
@@ -357,15 +359,28 @@ void Runtime::Impl::gemm_int(const Layer& o, const uint8_t* x, int n, int h, int
     im2col(x, n, h, w, o.in, o.kernel, o.stride, o.padding, padv, col);
     A = col;
   }
+  // Low-bit rows as int8 rows for the 8-bit GEMM (not for panel layers: theirs are in panel
+  // order): unpacked once for this call when the call did (many images), else now, into the
+  // scratch that the next layer reuses (few images: no per-call copy of every layer).
+  const int8_t* rows8 = nullptr;
+  if (o.bits != 8 && o.panels.empty() && !unpack_in_gemm) {
+    if (s.unpacked && !s.unpacked->at(size_t(o.index)).empty()) {
+      rows8 = s.unpacked->at(size_t(o.index)).data();
+    } else {
+      int8_t* u = sized(s.w8, size_t(o.out) * K);
+      const size_t row = packed_bytes(size_t(K), o.bits);
+      parallel_rows(o.out, inner, [&](int r0, int r1) {
+        for (int r = r0; r < r1; ++r) unpack_into(o.wq.data() + size_t(r) * row, size_t(K), o.bits, u + size_t(r) * K);
+      });
+      rows8 = u;
+    }
+  }
   parallel_rows(M, inner, [&](int r0, int r1) {
-    // Low-bit rows unpacked for this call (not for panel layers: theirs are in panel order).
-    const std::vector<int8_t>* rows8 =
-        o.bits == 8 || !s.unpacked || !o.panels.empty() ? nullptr : &s.unpacked->at(size_t(o.index));
     if (o.bits == 8)
       qgemm_u8s8_s32(r1 - r0, o.out, K, A + size_t(r0) * K, reinterpret_cast<const int8_t*>(o.wq.data()),
                      C + size_t(r0) * o.out, isa);
-    else if (rows8 && !rows8->empty())
-      qgemm_u8s8_s32(r1 - r0, o.out, K, A + size_t(r0) * K, rows8->data(), C + size_t(r0) * o.out, isa);
+    else if (rows8)
+      qgemm_u8s8_s32_narrow(r1 - r0, o.out, K, A + size_t(r0) * K, rows8, o.bits, C + size_t(r0) * o.out, isa);
     else
       qgemm_u8_packed_s32(r1 - r0, o.out, K, A + size_t(r0) * K, o.wq.data(), o.bits, C + size_t(r0) * o.out, isa);
     epilogue(r0, r1);
@@ -892,9 +907,11 @@ void Runtime::forward(const float* images, int n, int height, int width, float* 
   const size_t in_elems = size_t(im.in_channels) * height * width;
   const size_t out_elems = size_t(im.num_classes);
   const int T = im.threads;
-  // Packed low-bit weights, unpacked once for this call (the bytes read fall with the width).
-  const auto unpacked = im.unpack_all();
-  if (n < T * 2) {
+  // Packed low-bit weights stay packed; for this call they are unpacked once (many images) or
+  // layer by layer into the scratch (few images: the row GEMMs' layers).
+  const bool few = n < T * 2;
+  const auto unpacked = im.unpack_all(/*rows=*/!few);
+  if (few) {
     // Few images: one tile at a time, GEMM rows split over the threads.
     Scratch s;
     s.unpacked = &unpacked;
