@@ -24,7 +24,7 @@ print(f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {model_name}
 pk = peak["avx2_vpmaddwd_peak_gmac_per_s_per_core"]
 print(f"This CPU's int8 peak for the runtime's AVX2 GEMM sequence (u8/s8 widened to int16, vpmaddwd + vpaddd, "
       f"`bench/bench_int8_peak.cpp`): **{pk:.1f} GMAC/s per core** ({2 * pk:.1f} on 2 cores); the vpmaddubsw "
-      f"sequence, which saturates for u8 x s8 and is not used, {peak['avx2_vpmaddubsw_peak_gmac_per_s_per_core']:.1f}. "
+      f"sequence (it saturates for u8 x full-range s8; the runtime uses it only for 2- to 5-bit weight codes, where it is exact), {peak['avx2_vpmaddubsw_peak_gmac_per_s_per_core']:.1f}. "
       f"The AVX2 qgemm on a cache-resident 196x256x2304 shape: {peak['qgemm_avx2_196x256x2304_gmac_per_s']:.1f} GMAC/s.\n")
 tv = {}
 for r in th["speed"]:
