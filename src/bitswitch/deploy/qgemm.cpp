@@ -140,6 +140,16 @@ BS_TARGET_AVX2 BS_INLINE __m256i avx2_load_b(const uint8_t* p, __m256i shuf, __m
   }
 }
 
+// Horizontal sums of the 4 x 2 block's 8 accumulators into out[8], in row-major (m, n) order.
+BS_TARGET_AVX2 BS_INLINE void avx2_store_4x2(__m256i a00, __m256i a01, __m256i a10, __m256i a11, __m256i a20,
+                                             __m256i a21, __m256i a30, __m256i a31, int32_t* out) {
+  const __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(a00, a01), _mm256_hadd_epi32(a10, a11));
+  const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(a20, a21), _mm256_hadd_epi32(a30, a31));
+  const __m256i sum = _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20),
+                                       _mm256_permute2x128_si256(h0, h1, 0x31));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), sum);
+}
+
 template <int BITS>
 BS_TARGET_AVX2 void micro_avx2(const uint8_t* const* a, const uint8_t* const* b, int K, int32_t* out) {
   constexpr size_t kChunkBytes = 2 * BITS;  // bytes of B per 16 codes
@@ -178,12 +188,7 @@ BS_TARGET_AVX2 void micro_avx2(const uint8_t* const* a, const uint8_t* const* b,
     acc30 = _mm256_add_epi32(acc30, _mm256_madd_epi16(x3, y0));
     acc31 = _mm256_add_epi32(acc31, _mm256_madd_epi16(x3, y1));
   }
-  // Horizontal sums of the 8 accumulators into one vector, in row-major (m, n) order.
-  const __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(acc00, acc01), _mm256_hadd_epi32(acc10, acc11));
-  const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(acc20, acc21), _mm256_hadd_epi32(acc30, acc31));
-  const __m256i sum = _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20),
-                                       _mm256_permute2x128_si256(h0, h1, 0x31));
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), sum);
+  avx2_store_4x2(acc00, acc01, acc10, acc11, acc20, acc21, acc30, acc31, out);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -363,11 +368,7 @@ BS_TARGET_AVX2 void micro_avx2_narrow(const uint8_t* const* a, const uint8_t* co
     acc30 = _mm256_add_epi32(acc30, _mm256_madd_epi16(h30, ones));
     acc31 = _mm256_add_epi32(acc31, _mm256_madd_epi16(h31, ones));
   }
-  const __m256i g0 = _mm256_hadd_epi32(_mm256_hadd_epi32(acc00, acc01), _mm256_hadd_epi32(acc10, acc11));
-  const __m256i g1 = _mm256_hadd_epi32(_mm256_hadd_epi32(acc20, acc21), _mm256_hadd_epi32(acc30, acc31));
-  const __m256i sum = _mm256_add_epi32(_mm256_permute2x128_si256(g0, g1, 0x20),
-                                       _mm256_permute2x128_si256(g0, g1, 0x31));
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), sum);
+  avx2_store_4x2(acc00, acc01, acc10, acc11, acc20, acc21, acc30, acc31, out);
 }
 
 MicroKernel avx2_narrow_kernel(int bits) {
