@@ -516,8 +516,7 @@ Artifact artifact_from_safetensors(const SafeTensors& st) {
       } else {
         const int64_t row_bytes = int64_t(packed_bytes(size_t(K), l.bits));
         const auto& t = st.get(use(l.name + ".weight_packed"), "U8", {l.out, row_bytes});
-        for (int64_t r = 0; r < l.out; ++r)
-          unpack_into(t.data + r * row_bytes, size_t(K), l.bits, l.codes.data() + r * K);
+        unpack_rows_into(t.data, 0, size_t(l.out), size_t(K), l.bits, l.codes.data());
       }
       l.scale = read_f32(st, use(l.name + ".weight_scale"), l.scale_shape(), true);
       const json widths = jl.value("act_widths", json::array());

@@ -121,10 +121,6 @@ struct Layout {
   int Kp() const { return units * kUnit; }
 };
 
-}  // namespace
-
-namespace {
-
 // One token, scalar: quant::per_token_scale / per_token_code, element by element.
 void quantize_token_scalar(int K, const float* x, int8_t* q, float* a) {
   float mx = 0.0f;
@@ -173,20 +169,11 @@ __attribute__((target("avx2"))) void quantize_token_avx2(int K, const float* x, 
 }  // namespace
 
 void lm_quantize_tokens(int M, int K, const float* x, int8_t* q, float* a) {
+  auto* token = quantize_token_scalar;
 #if BS_DEPLOY_X86
-  const bool avx2 = cpu::features().avx2;
-#else
-  const bool avx2 = false;
+  if (cpu::features().avx2) token = quantize_token_avx2;
 #endif
-  for (int m = 0; m < M; ++m) {
-#if BS_DEPLOY_X86
-    if (avx2) {
-      quantize_token_avx2(K, x + size_t(m) * K, q + size_t(m) * K, a + m);
-      continue;
-    }
-#endif
-    quantize_token_scalar(K, x + size_t(m) * K, q + size_t(m) * K, a + m);
-  }
+  for (int m = 0; m < M; ++m) token(K, x + size_t(m) * K, q + size_t(m) * K, a + m);
 }
 
 void lm_linear_ref(int M, int N, int K, int group, const int8_t* q, const float* a, const int8_t* codes,
@@ -346,12 +333,6 @@ BS_AVX2_INLINE __m256i reduce8(const __m256i* a) {
   const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(a[4], a[5]), _mm256_hadd_epi32(a[6], a[7]));
   return _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20), _mm256_permute2x128_si256(h0, h1, 0x31));
 }
-// Lane i of the result = the sum of the 8 lanes of a[i], i < 4.
-BS_AVX2_INLINE __m128i reduce4(const __m256i* a) {
-  const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a[0], a[1]), _mm256_hadd_epi32(a[2], a[3]));
-  return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-}
-
 template <int BITS, int R0, size_t... R>
 BS_AVX2_INLINE void step_m1(__m256i* acc16, const uint8_t* v, __m256i q, std::index_sequence<R...>) {
   ((acc16[R] = _mm256_add_epi16(acc16[R], dot16<BITS>(unpack_row<BITS, R0 + int(R)>(v), q))), ...);
@@ -359,9 +340,10 @@ BS_AVX2_INLINE void step_m1(__m256i* acc16, const uint8_t* v, __m256i q, std::in
 
 // Bytes ahead of the weight stream that the decode kernels prefetch (prefetches past the end are
 // harmless). The layer is one sequential stream (tiles in order, units in order), but this CPU's
-// hardware prefetcher alone leaves the single-thread stream well below the measured read
-// bandwidth; 2 KiB ahead (about 150 ns of stream) gained 10-25% on DRAM-resident layers at 2, 4
-// and 8 bits in an interleaved A/B (docs/lm-decode-bench.md).
+// hardware prefetcher alone leaves the single-thread stream below the measured read bandwidth.
+// Chosen by a one-off interleaved A/B on 128 MB layers (2026-12-02, AVX2 EPYC VM; a scratch
+// harness, not a repo benchmark): against the earlier setting (4 units ahead below 8 bits, none at
+// 8), 2 KiB read 9-18% faster at 2, 4 and 8 bits; 1 and 3 KiB gained less, 4-8 KiB no more.
 constexpr int kPrefetchBytes = 2048;
 
 // One tile, one token: out[r] = y of row r (8 rows) in one pass over the tile's bytes in order
@@ -370,7 +352,7 @@ constexpr int kPrefetchBytes = 2048;
 // touched once per run of kRun units, so the compiler may keep them on the stack at little cost.
 template <int BITS>
 BS_AVX2 void tile_m1(const Layout& p, const uint8_t* w, const float* sc, const int8_t* q, const int32_t* qsum,
-                         float a, float* out) {
+                     float a, float* out) {
   const int upg = p.Gp / kUnit;
   constexpr int32_t off = 1 << (BITS - 1);
   __m256 sum = _mm256_setzero_ps();
@@ -396,6 +378,7 @@ BS_AVX2 void tile_m1(const Layout& p, const uint8_t* w, const float* sc, const i
   }
   _mm256_storeu_ps(out, _mm256_mul_ps(sum, _mm256_set1_ps(a)));
 }
+
 template <size_t... R>
 BS_AVX2_INLINE void step8_m1(__m256i* acc, const uint8_t* v, __m256i q, std::index_sequence<R...>) {
   ((acc[R] = widen(acc[R], dot16<8>(unpack_row<8, int(R)>(v), q))), ...);
@@ -571,7 +554,7 @@ LmLinear LmLinear::from_packed(int N, int K, int bits, int group, const uint8_t*
   BS_CHECK(packed_size == row * size_t(N), "LmLinear: packed weights hold ", packed_size, " bytes, ", N, " rows of ", K,
            " ", bits, "-bit codes need ", row * size_t(N));
   std::vector<int8_t> codes(size_t(N) * K);
-  for (int n = 0; n < N; ++n) unpack_into(packed_rows + row * n, size_t(K), bits, codes.data() + size_t(n) * K);
+  unpack_rows_into(packed_rows, 0, size_t(N), size_t(K), bits, codes.data());
   return from_codes(N, K, bits, group, codes.data(), scales, isa);
 }
 

@@ -144,6 +144,11 @@ std::vector<uint8_t> pack_rows(const int8_t* codes, size_t rows, size_t cols, in
   return out;
 }
 
+void unpack_rows_into(const uint8_t* packed, size_t r0, size_t r1, size_t cols, int bits, int8_t* out) {
+  const size_t row_bytes = packed_bytes(cols, bits);
+  for (size_t r = r0; r < r1; ++r) unpack_into(packed + r * row_bytes, cols, bits, out + r * cols);
+}
+
 std::vector<uint8_t> derive_packed(const int8_t* codes_h, size_t n, int high_bits, int low_bits,
                                    quant::SecondRounding mode) {
   check_bits("derive_packed (high bits)", high_bits);

@@ -31,6 +31,8 @@ std::vector<int8_t> unpack(const uint8_t* packed, size_t packed_size, size_t n, 
 
 // Row-wise packing of a rows x cols matrix of codes: row r starts at byte r * packed_bytes(cols, bits).
 std::vector<uint8_t> pack_rows(const int8_t* codes, size_t rows, size_t cols, int bits);
+// Its inverse for rows [r0, r1): row r of `packed` (pack_rows' layout) to out + r * cols.
+void unpack_rows_into(const uint8_t* packed, size_t r0, size_t r1, size_t cols, int bits, int8_t* out);
 
 // Derives the l-bit codes of n h-bit codes with quant::derive_code (Double Rounding's integer
 // second rounding + clamp) and packs them. Codes must lie in the h-bit range.

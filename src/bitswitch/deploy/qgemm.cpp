@@ -531,10 +531,8 @@ void qgemm_u8_packed_s32_ref(int M, int N, int K, const uint8_t* A, const uint8_
                              int32_t* C) {
   check_sizes("qgemm_u8_packed_s32_ref", M, N, K, A, B_packed, C);
   check_bits("qgemm_u8_packed_s32_ref", bits);
-  const size_t row_bytes = packed_bytes(size_t(K), bits);
   std::vector<int8_t> B(size_t(N) * size_t(K));
-  for (int n = 0; n < N; ++n)
-    unpack_into(B_packed + size_t(n) * row_bytes, size_t(K), bits, B.data() + size_t(n) * size_t(K));
+  unpack_rows_into(B_packed, 0, size_t(N), size_t(K), bits, B.data());
   qgemm_u8s8_s32_ref(M, N, K, A, B.data(), C);
 }
 

@@ -139,10 +139,9 @@ void qgemm_panels_from_rows(const int8_t* B, int N, int K, int8_t* out) {
 }
 
 void qgemm_panels_from_packed(const uint8_t* B_packed, int bits, int N, int K, int8_t* out) {
-  const size_t row_bytes = packed_bytes(size_t(K), bits);
   thread_local std::vector<int8_t> rows;
   rows.resize(size_t(N) * K);
-  for (int n = 0; n < N; ++n) unpack_into(B_packed + size_t(n) * row_bytes, size_t(K), bits, rows.data() + size_t(n) * K);
+  unpack_rows_into(B_packed, 0, size_t(N), size_t(K), bits, rows.data());
   qgemm_panels_from_rows(rows.data(), N, K, out);
 }
 

@@ -288,9 +288,8 @@ struct Runtime::Impl {
         // Row GEMMs (AVX2 / scalar): the packed rows unpacked once per call to int8 rows, so the
         // GEMM runs at the 8-bit speed while the resident weights stay packed.
         auto& u = out[size_t(o.index)];
-        const size_t K = size_t(o.K()), row = packed_bytes(K, o.bits);
-        u.resize(size_t(o.out) * K);
-        for (int r = 0; r < o.out; ++r) unpack_into(o.wq.data() + size_t(r) * row, K, o.bits, u.data() + size_t(r) * K);
+        u.resize(size_t(o.out) * size_t(o.K()));
+        unpack_rows_into(o.wq.data(), 0, size_t(o.out), size_t(o.K()), o.bits, u.data());
       }
     }
     return out;
@@ -368,9 +367,8 @@ void Runtime::Impl::gemm_int(const Layer& o, const uint8_t* x, int n, int h, int
       rows8 = s.unpacked->at(size_t(o.index)).data();
     } else {
       int8_t* u = sized(s.w8, size_t(o.out) * K);
-      const size_t row = packed_bytes(size_t(K), o.bits);
       parallel_rows(o.out, inner, [&](int r0, int r1) {
-        for (int r = r0; r < r1; ++r) unpack_into(o.wq.data() + size_t(r) * row, size_t(K), o.bits, u + size_t(r) * K);
+        unpack_rows_into(o.wq.data(), size_t(r0), size_t(r1), size_t(K), o.bits, u);
       });
       rows8 = u;
     }
