@@ -79,6 +79,7 @@ int main(int argc, char** argv) {
   }
   if (head != "int8" && head != "fp32" && head != "tied") usage("--head must be int8, fp32 or tied");
   if (prompt + decode > s.context) usage("--prompt + --decode exceed --context");
+  if (reps < 1) usage("--reps must be at least 1");
   const LmRandomHead hk = head == "int8" ? LmRandomHead::kInteger8
                           : head == "fp32" ? LmRandomHead::kFloat32
                                            : LmRandomHead::kTied;
@@ -91,7 +92,7 @@ int main(int argc, char** argv) {
   struct Row {
     int bits = 8, threads = 1;
     std::shared_ptr<const LmDecoderWeights> w;
-    size_t params = 0, linear = 0, head_bytes = 0, per_token = 0;
+    size_t params = 0, linear = 0, head_bytes = 0, per_token = 0, resident = 0;
     double build_s = 0, best_prefill = 1e30, best_decode = 1e30, best_decode_cpu = 1e30;
   };
   std::vector<Row> rows;
@@ -117,6 +118,7 @@ int main(int argc, char** argv) {
       LmDecoderOptions opt;
       opt.threads = r.threads;
       LmDecoder dec(r.w, opt);
+      r.resident = dec.weight_bytes();
       const double p0 = now_s();
       dec.forward(tokens.data(), prompt, logits.data());
       const double p1 = now_s(), c1 = cpu_s();
@@ -133,16 +135,13 @@ int main(int argc, char** argv) {
     }
   }
   for (const Row& r : rows) {
-    LmDecoderOptions opt;
-    opt.threads = r.threads;
-    const LmDecoder dec(r.w, opt);
     std::printf(
         "{\"label\": \"%s\", \"vocab\": %lld, \"dim\": %lld, \"bits\": %d, \"threads\": %d, \"group\": %d, \"head\": \"%s\", \"block_params\": %zu, "
         "\"block_weight_bytes\": %zu, \"head_bytes\": %zu, \"bytes_per_token\": %zu, \"resident_bytes\": %zu, "
         "\"prompt\": %d, \"decode\": %d, \"prefill_tok_s\": %.2f, \"decode_tok_s\": %.3f, \"decode_cpu_tok_s\": %.3f, \"build_s\": %.1f, "
         "\"isa\": \"%s\"}\n",
         label.c_str(), (long long)s.vocab, (long long)s.dim, r.bits, r.threads, group, head.c_str(), r.params, r.linear,
-        r.head_bytes, r.per_token, dec.weight_bytes(), prompt, decode, prompt / r.best_prefill, decode / r.best_decode,
+        r.head_bytes, r.per_token, r.resident, prompt, decode, prompt / r.best_prefill, decode / r.best_decode,
         decode / r.best_decode_cpu, r.build_s, qgemm_isa_name(r.w->blocks[0].q.isa()));
   }
   return 0;

@@ -115,8 +115,8 @@ L.append("- References (scripts/bench_lm_decode_ref.py): PyTorch %s eager FP32 w
          "bits/weight below are file bytes x 8 / parameters). llama.cpp: %s.\n" %
          (next((r.get("torch") for r in ref if r.get("torch")), "?"), llama_status if llama_status != "ok" else "built and ran"))
 L.append("- Kernel notes (deploy/lm_kernels.cpp): one pass over each 8-row tile, in memory order, at every "
-         "width; software prefetch 2 KiB ahead of the weight stream (this CPU's hardware prefetcher alone left "
-         "a single-thread stream 10-25%% below the measured bandwidth); per-token input quantization in AVX2. "
+         "width; software prefetch 2 KiB ahead of the weight stream (its distance chosen by a one-off A/B "
+         "described at kPrefetchBytes, not by this script); per-token input quantization in AVX2. "
          "Before these (2026-12-02 01:30, loaded machine) 4 and 2 bits reached 1.42x and 2.32x of 8 bits.\n")
 shapes = {"tiny": "trained small LM shape (configs/lm-tiny.yaml: dim 128, 4 layers, 4/2 heads, MLP 384, vocab 2048, FP32 head)",
           "big": "memory-bound model (dim 1024, 24 layers, 16/4 heads, MLP 2816, vocab 32000; 302M weights read per token)"}
