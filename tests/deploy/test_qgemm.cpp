@@ -14,6 +14,7 @@
 
 #include "bitswitch/deploy/packing.h"
 #include "bitswitch/deploy/qgemm.h"
+#include "bitswitch/deploy/qgemm_pairs.h"
 #include "bitswitch/deploy/qgemm_panels.h"
 #include "bitswitch/util/error.h"
 #include "deploy_test_util.h"
@@ -324,4 +325,54 @@ TEST(QgemmPanels, MatchesReferenceOnConvShapesAndEveryWidth) {
   EXPECT_FALSE(qgemm_panels_usable(16, 18));
   std::vector<int8_t> p(64);
   EXPECT_THROW(qgemm_u8_panels_s32(1, 16, 18, nullptr, 18, p.data(), nullptr), Error);
+}
+
+// The AVX2 pair-panel GEMM (and its portable loop) against the reference: edge and random shapes
+// (odd K, N not a multiple of 16, M not a multiple of 6, K over one K block of 512 codes), a row
+// stride larger than K, the extremes, and guarded buffers.
+TEST(QgemmPairs, MatchesReferenceOnEdgeAndRandomShapes) {
+  std::mt19937 rng(21);
+  std::vector<Shape> shapes = edge_shapes();
+  for (const Shape& s : random_shapes(rng, 40)) shapes.push_back(s);
+  for (int i = 0; i < 12; ++i) shapes.push_back({1 + int(rng() % 40), 1 + int(rng() % 90), 400 + int(rng() % 1700)});
+  for (const Shape& s : shapes) {
+    SCOPED_TRACE(shape_str(s));
+    const size_t lda = size_t(s.K) + size_t(rng() % 3);
+    const auto A = random_u8(rng, size_t(s.M) * lda);
+    std::vector<uint8_t> dense(size_t(s.M) * s.K);
+    for (int m = 0; m < s.M; ++m) std::copy_n(A.begin() + long(size_t(m) * lda), s.K, dense.begin() + long(size_t(m) * s.K));
+    const auto B = random_codes(rng, size_t(s.N) * s.K, 8);
+    std::vector<int32_t> want(size_t(s.M) * s.N), got(want.size(), -7);
+    qgemm_u8s8_s32_ref(s.M, s.N, s.K, dense.data(), B.data(), want.data());
+    std::vector<int8_t> pairs(qgemm_pairs_bytes(s.N, s.K));
+    qgemm_pairs_from_rows(B.data(), s.N, s.K, pairs.data());
+    for (bool portable : {false, true}) {
+      if (portable && size_t(s.M) * s.N * s.K > 3000000) continue;
+      std::fill(got.begin(), got.end(), -7);
+      qgemm_u8_pairs_s32(s.M, s.N, s.K, A.data(), lda, pairs.data(), got.data(), portable);
+      ASSERT_EQ(got, want) << (portable ? "portable" : "kernel");
+    }
+  }
+}
+
+TEST(QgemmPairs, ExtremesAndGuardedBuffers) {
+  for (const Shape& s : std::vector<Shape>{{7, 17, 1}, {6, 16, 513}, {13, 33, 20001}, {1, 1, kQgemmMaxK}}) {
+    SCOPED_TRACE(shape_str(s));
+    for (int8_t w : {int8_t(-128), int8_t(127)}) {
+      const std::vector<uint8_t> A(size_t(s.M) * s.K, 255);
+      const std::vector<int8_t> B(size_t(s.N) * s.K, w);
+      std::vector<int8_t> pairs(qgemm_pairs_bytes(s.N, s.K));
+      qgemm_pairs_from_rows(B.data(), s.N, s.K, pairs.data());
+      const GuardedBuffer ga(A.data(), A.size()), gb(reinterpret_cast<const uint8_t*>(pairs.data()), pairs.size());
+      std::vector<int32_t> got(size_t(s.M) * s.N);
+      qgemm_u8_pairs_s32(s.M, s.N, s.K, ga.get(), size_t(s.K), reinterpret_cast<const int8_t*>(gb.get()), got.data());
+      for (int32_t v : got) ASSERT_EQ(v, int32_t(255) * w * s.K);
+    }
+  }
+  std::vector<int8_t> p(64);
+  std::vector<int32_t> c(4, -1);
+  EXPECT_THROW(qgemm_u8_pairs_s32(1, 1, 4, nullptr, 3, p.data(), c.data()), Error);  // lda < K
+  EXPECT_THROW(qgemm_u8_pairs_s32(1, 1, kQgemmMaxK + 1, nullptr, kQgemmMaxK + 1, p.data(), c.data()), Error);
+  qgemm_u8_pairs_s32(2, 2, 0, nullptr, 0, p.data(), c.data());
+  EXPECT_EQ(c, std::vector<int32_t>({0, 0, 0, 0, }));
 }

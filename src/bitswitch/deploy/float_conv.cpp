@@ -26,22 +26,32 @@ namespace {
 #define BS_AVX2 __attribute__((target("avx2")))
 
 // Rows [0, MR) x columns [j0, j0 + 8) from `a` (MR x K doubles): 2 * MR accumulators of 4 doubles.
-// Each lane adds its products in increasing k, as the reference does.
+// Each lane adds its products in increasing k, as the reference does. The accumulators are named
+// variables (with arrays GCC 12 stores all of them to the stack on every k: 2x slower).
 template <int MR>
 BS_AVX2 void block_avx2(const double* a, int K, int N, const double* wt, int j0, const float* bias, float* y) {
-  __m256d c0[MR], c1[MR];
-  for (int r = 0; r < MR; ++r) c0[r] = _mm256_setzero_pd(), c1[r] = _mm256_setzero_pd();
+  static_assert(MR >= 1 && MR <= 6, "block rows");
+  const __m256d z = _mm256_setzero_pd();
+  __m256d c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z, c40 = z, c41 = z, c50 = z, c51 = z;
   const double* w = wt + j0;
+  const double *a0 = a, *a1 = a + std::min(1, MR - 1) * size_t(K), *a2 = a + std::min(2, MR - 1) * size_t(K),
+               *a3 = a + std::min(3, MR - 1) * size_t(K), *a4 = a + std::min(4, MR - 1) * size_t(K),
+               *a5 = a + std::min(5, MR - 1) * size_t(K);
+#define BS_ROW(r, c0, c1)                                        \
+  if constexpr (MR > r) {                                        \
+    const __m256d av = _mm256_broadcast_sd(a##r + k);            \
+    c0 = _mm256_add_pd(c0, _mm256_mul_pd(av, w0));               \
+    c1 = _mm256_add_pd(c1, _mm256_mul_pd(av, w1));               \
+  }
   for (int k = 0; k < K; ++k, w += N) {
     const __m256d w0 = _mm256_loadu_pd(w), w1 = _mm256_loadu_pd(w + 4);
-    for (int r = 0; r < MR; ++r) {
-      const __m256d av = _mm256_broadcast_sd(a + size_t(r) * K + k);
-      c0[r] = _mm256_add_pd(c0[r], _mm256_mul_pd(av, w0));
-      c1[r] = _mm256_add_pd(c1[r], _mm256_mul_pd(av, w1));
-    }
+    BS_ROW(0, c00, c01) BS_ROW(1, c10, c11) BS_ROW(2, c20, c21) BS_ROW(3, c30, c31) BS_ROW(4, c40, c41)
+    BS_ROW(5, c50, c51)
   }
+#undef BS_ROW
+  const __m256d acc[12] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
   for (int r = 0; r < MR; ++r) {
-    __m256d lo = c0[r], hi = c1[r];
+    __m256d lo = acc[2 * r], hi = acc[2 * r + 1];
     if (bias) {
       lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm_loadu_ps(bias + j0)));
       hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm_loadu_ps(bias + j0 + 4)));

@@ -18,6 +18,7 @@
 #include "bitswitch/deploy/dwconv.h"
 #include "bitswitch/deploy/float_conv.h"
 #include "bitswitch/deploy/packing.h"
+#include "bitswitch/deploy/qgemm_pairs.h"
 #include "bitswitch/deploy/qgemm_panels.h"
 #include "bitswitch/util/error.h"
 
@@ -175,6 +176,11 @@ struct Layer {
   std::vector<uint8_t> wq;    // integer, not depthwise: N rows of K codes, int8 or packed `bits`-bit
   std::vector<int8_t> wdw;    // depthwise: k*k x C codes, tap-major
   std::vector<int8_t> panels; // panel-kernel layers: int8 panels (8 bits) or packed panels
+  // AVX2 pair-panel layers (qgemm_pairs.h; short K): 8 bits: the resident weights in pair panels
+  // (wq is dropped); below 8 bits the weights stay packed rows and are unpacked into pair panels
+  // per call.
+  bool pairs = false;
+  std::vector<int8_t> wpairs;
   int index = 0;              // position in Impl::layers
   std::vector<float> bias_fp; // float layers: bias, added in double
   std::vector<double> wt;     // float layers: the weights transposed, K x N, in double
@@ -217,6 +223,7 @@ struct Scratch {
   std::vector<int32_t> acc;
   const std::vector<std::vector<int8_t>>* unpacked = nullptr;  // per layer: int8 panels of this call
   std::vector<int8_t> w8;  // one layer's low-bit rows unpacked to int8 (few-images path)
+  std::vector<int8_t> p8;  // ... and re-arranged into pair panels (pair-panel layers)
   std::vector<const uint8_t*> rows;  // per output pixel: its first input row (panel GEMM)
 };
 
@@ -290,6 +297,11 @@ struct Runtime::Impl {
         auto& u = out[size_t(o.index)];
         u.resize(size_t(o.out) * size_t(o.K()));
         unpack_rows_into(o.wq.data(), 0, size_t(o.out), size_t(o.K()), o.bits, u.data());
+        if (o.pairs) {
+          std::vector<int8_t> p(qgemm_pairs_bytes(o.out, o.K()));
+          qgemm_pairs_from_rows(u.data(), o.out, o.K(), p.data());
+          u = std::move(p);
+        }
       }
     }
     return out;
@@ -371,10 +383,19 @@ void Runtime::Impl::gemm_int(const Layer& o, const uint8_t* x, int n, int h, int
         unpack_rows_into(o.wq.data(), size_t(r0), size_t(r1), size_t(K), o.bits, u);
       });
       rows8 = u;
+      if (o.pairs) {
+        int8_t* p = sized(s.p8, qgemm_pairs_bytes(o.out, K));
+        qgemm_pairs_from_rows(u, o.out, K, p);
+        rows8 = p;
+      }
     }
   }
+  // Pair-panel layers: the 8-bit pair panels, or the low-bit ones of this call (rows8).
+  const int8_t* pairs = o.pairs ? (o.bits == 8 ? o.wpairs.data() : rows8) : nullptr;
   parallel_rows(M, inner, [&](int r0, int r1) {
-    if (o.bits == 8)
+    if (pairs)
+      qgemm_u8_pairs_s32(r1 - r0, o.out, K, A + size_t(r0) * K, size_t(K), pairs, C + size_t(r0) * o.out);
+    else if (o.bits == 8)
       qgemm_u8s8_s32(r1 - r0, o.out, K, A + size_t(r0) * K, reinterpret_cast<const int8_t*>(o.wq.data()),
                      C + size_t(r0) * o.out, isa);
     else if (rows8)
@@ -842,6 +863,22 @@ Runtime::Runtime(const Artifact& model, RuntimeOptions options) : impl_(std::mak
   if (model.master) impl_->prepare(switch_uniform(model, model.high_bits, options.threads));
   else impl_->prepare(model);
   impl_->threads = options.threads > 0 ? options.threads : int(std::max(1u, std::thread::hardware_concurrency()));
+  // AVX2 without VNNI: short-K layers use the pair-panel GEMM (qgemm_pairs.h), where it beats
+  // the row GEMMs: up to K = 576 at 8 bits; below K = 256 at lower widths (from there the
+  // vpmaddubsw row kernel for narrow codes is faster).
+  // (With unpack_in_gemm, low-bit layers keep the row GEMM that unpacks in its K loop.)
+  if (impl_->isa == QgemmIsa::kAvx2 && qgemm_pairs_supported())
+    for (auto& o : impl_->layers) {
+      if (!o.integer || o.depthwise || o.K() > (o.bits == 8 ? 576 : 255)) continue;
+      if (o.bits != 8 && options.unpack_in_gemm) continue;
+      o.pairs = true;
+      if (o.bits != 8) continue;
+      o.wpairs.resize(qgemm_pairs_bytes(o.out, o.K()));
+      qgemm_pairs_from_rows(reinterpret_cast<const int8_t*>(o.wq.data()), o.out, o.K(), o.wpairs.data());
+      impl_->weight_bytes += o.wpairs.size();
+      impl_->weight_bytes -= o.wq.size();
+      std::vector<uint8_t>().swap(o.wq);
+    }
   for (auto& o : impl_->layers) {
     if (!o.integer || !impl_->use_panels(o)) continue;
     if (o.bits == 8) {
