@@ -86,8 +86,13 @@ void drive(int M, int N, int K, const uint8_t* A, const uint8_t* B, size_t b_row
         const int nv = std::min(NR, n1 - n);
         for (int j = 0; j < NR; ++j) bp[j] = b_rows.row(std::min(n + j, n1 - 1));
         micro(ap, bp, K, out);
-        for (int i = 0; i < mv; ++i)
-          std::memcpy(C + size_t(m + i) * size_t(N) + size_t(n), out + i * NR, sizeof(int32_t) * size_t(nv));
+        if (nv == NR) {  // a constant-size copy the compiler inlines (no libc call per block)
+          for (int i = 0; i < mv; ++i)
+            std::memcpy(C + size_t(m + i) * size_t(N) + size_t(n), out + i * NR, sizeof(int32_t) * NR);
+        } else {
+          for (int i = 0; i < mv; ++i)
+            for (int j = 0; j < nv; ++j) C[size_t(m + i) * size_t(N) + size_t(n + j)] = out[i * NR + j];
+        }
       }
     }
   }

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -281,8 +282,10 @@ struct Runtime::Impl {
   // Low-bit panels of every layer, unpacked to int8 for one inference call, and with `rows` the
   // low-bit rows of the row GEMMs too (without: gemm_int unpacks each layer's rows into the
   // scratch just before its GEMM, the few-images path). Layers are split over the threads.
-  std::vector<std::vector<int8_t>> unpack_all(bool rows) const {
-    std::vector<std::vector<int8_t>> out(layers.size());
+  // `out` keeps its buffers from earlier calls (no new pages per call).
+  void unpack_all(bool rows, std::vector<std::vector<int8_t>>& out) const {
+    out.resize(layers.size());
+    for (auto& u : out) u.resize(0);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
     for (size_t li = 0; li < layers.size(); ++li) {
       const Layer& o = layers[li];
@@ -300,11 +303,32 @@ struct Runtime::Impl {
         if (o.pairs) {
           std::vector<int8_t> p(qgemm_pairs_bytes(o.out, o.K()));
           qgemm_pairs_from_rows(u.data(), o.out, o.K(), p.data());
-          u = std::move(p);
+          u.resize(p.size());
+          std::copy(p.begin(), p.end(), u.begin());
         }
       }
     }
-    return out;
+  }
+
+  // Working memory of forward calls, kept between calls so that a call does not fault in fresh
+  // pages for every buffer: one Scratch per thread of a call, plus the call's unpacked weights.
+  // Concurrent calls each take their own set from the pool.
+  struct CallMemory {
+    std::vector<Scratch> scratch;
+    std::vector<std::vector<int8_t>> unpacked;
+  };
+  mutable std::mutex pool_mutex;
+  mutable std::vector<std::unique_ptr<CallMemory>> pool;
+  std::unique_ptr<CallMemory> take_memory() const {
+    std::lock_guard<std::mutex> lock(pool_mutex);
+    if (pool.empty()) return std::make_unique<CallMemory>();
+    auto m = std::move(pool.back());
+    pool.pop_back();
+    return m;
+  }
+  void give_memory(std::unique_ptr<CallMemory> m) const {
+    std::lock_guard<std::mutex> lock(pool_mutex);
+    pool.push_back(std::move(m));
   }
 
   // Integer conv/linear on u8 codes [n,h,w,C] -> int32 acc [n*ho*wo, N], rows [r0, r1) of it
@@ -945,15 +969,23 @@ void Runtime::forward(const float* images, int n, int height, int width, float* 
   // Packed low-bit weights stay packed; for this call they are unpacked once (many images) or
   // layer by layer into the scratch (few images: the row GEMMs' layers).
   const bool few = n < T * 2;
-  const auto unpacked = im.unpack_all(/*rows=*/!few);
+  auto mem = im.take_memory();
+  mem->scratch.resize(size_t(T));
+  im.unpack_all(/*rows=*/!few, mem->unpacked);
+  for (auto& s : mem->scratch) s.unpacked = &mem->unpacked;
   if (few) {
     // Few images: one tile at a time, GEMM rows split over the threads.
-    Scratch s;
-    s.unpacked = &unpacked;
-    for (int b = 0; b < n; b += im.tile) {
-      const int m = std::min(im.tile, n - b);
-      im.forward_tile(images + size_t(b) * in_elems, m, height, width, logits + size_t(b) * out_elems, s, T);
+    Scratch& s = mem->scratch[0];
+    try {
+      for (int b = 0; b < n; b += im.tile) {
+        const int m = std::min(im.tile, n - b);
+        im.forward_tile(images + size_t(b) * in_elems, m, height, width, logits + size_t(b) * out_elems, s, T);
+      }
+    } catch (...) {
+      im.give_memory(std::move(mem));
+      throw;
     }
+    im.give_memory(std::move(mem));
     return;
   }
   // Many images: each thread runs whole tiles (no synchronisation inside the network).
@@ -961,8 +993,7 @@ void Runtime::forward(const float* images, int n, int height, int width, float* 
   std::string error;
 #pragma omp parallel num_threads(T)
   {
-    Scratch s;
-    s.unpacked = &unpacked;
+    Scratch& s = mem->scratch[size_t(omp_get_thread_num())];
 #pragma omp for schedule(dynamic, 1)
     for (int t = 0; t < tiles; ++t) {
       const int b = t * im.tile, m = std::min(im.tile, n - b);
@@ -974,6 +1005,7 @@ void Runtime::forward(const float* images, int n, int height, int width, float* 
       }
     }
   }
+  im.give_memory(std::move(mem));
   BS_CHECK(error.empty(), error);
 }
 
