@@ -53,6 +53,10 @@ int main(int argc, char** argv) {
       names.clear();
       std::stringstream ss(argv[++i]);
       for (std::string n; std::getline(ss, n, ',');) names.push_back(n);
+    } else {
+      std::cerr << "usage: bench_deploy_imagenet [--quick] [--models resnet18,resnet50,mobilenetv2]\n"
+                   "  Prints one JSON object of timings (stderr: one line per row).\n";
+      return a == "--help" || a == "-h" ? 0 : 2;
     }
   }
   torch::manual_seed(0);

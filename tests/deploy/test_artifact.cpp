@@ -9,6 +9,7 @@
 #include <functional>
 #include <filesystem>
 #include <random>
+#include <thread>
 
 #include "bitswitch/deploy/artifact.h"
 #include "bitswitch/deploy/lm_artifact.h"
@@ -412,6 +413,28 @@ TEST(Runtime, GemmPathsAgreeBitForBitOnEveryWidth) {
       EXPECT_NE(*std::max_element(ref.begin(), ref.end()), *std::min_element(ref.begin(), ref.end()));
     }
   }
+}
+
+// A Runtime keeps its working memory between calls (a pool of scratch sets): calls of other batch
+// sizes in between, and calls from several threads at once, give the logits of a fresh runtime.
+TEST(Runtime, ReusedAndConcurrentCallsGiveTheSameLogits) {
+  const Artifact s = switch_uniform(random_master("tinymbv2", {8, 4, 2}, 9), 4);
+  const auto x = random_images(7, 28, 28, 10);
+  RuntimeOptions ro;
+  ro.threads = 2;
+  const auto fresh7 = Runtime(s, ro).forward(x.data(), 7, 28, 28);
+  const auto fresh1 = Runtime(s, ro).forward(x.data(), 1, 28, 28);
+  const Runtime rt(s, ro);
+  for (int round = 0; round < 2; ++round) {
+    ASSERT_EQ(rt.forward(x.data(), 1, 28, 28), fresh1) << round;
+    ASSERT_EQ(rt.forward(x.data(), 7, 28, 28), fresh7) << round;
+  }
+  std::vector<std::vector<float>> got(4);
+  std::vector<std::thread> workers;
+  for (size_t t = 0; t < got.size(); ++t)
+    workers.emplace_back([&, t] { got[t] = rt.forward(x.data(), t % 2 ? 7 : 1, 28, 28); });
+  for (auto& w : workers) w.join();
+  for (size_t t = 0; t < got.size(); ++t) EXPECT_EQ(got[t], t % 2 ? fresh7 : fresh1) << t;
 }
 
 TEST(Runtime, RefusesWhatItCannotRunNamingTheLayer) {
