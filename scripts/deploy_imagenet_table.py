@@ -2,14 +2,41 @@
 """Markdown tables of the ImageNet-scale deployment benchmark (scripts/bench_deploy.sh --imagenet):
 bitswitch's integer runtime at 8/4/2 bits, LibTorch FP32 and torch.ao eager INT8 side by side,
 GMAC/s next to the measured AVX2 int8 peak. Usage: deploy_imagenet_table.py OUT_DIR"""
+import glob
 import json
 import subprocess
 import sys
 from datetime import datetime, timezone
 
 out = sys.argv[1]
-bs = json.load(open(f"{out}/bitswitch_imagenet.json"))
-th = json.load(open(f"{out}/torch_imagenet.json"))
+
+
+def best_rounds(pattern, rows_of, key):
+    """Per-model, per-round files of bench_deploy.sh: each row's fastest round."""
+    files = sorted(glob.glob(f"{out}/{pattern}"))
+    if not files:
+        sys.exit(f"deploy_imagenet_table: no {pattern} in {out} (run scripts/bench_deploy.sh --imagenet)")
+    docs, best = [json.load(open(f)) for f in files], {}
+    for d in docs:
+        for r in rows_of(d):
+            k = key(r)
+            if k not in best or ("error" not in r and ("error" in best[k] or r["ms_per_batch"] < best[k]["ms_per_batch"])):
+                best[k] = r
+    return docs, best, len(files)
+
+
+th_docs, th_best, _ = best_rounds("torch_*_r*.json", lambda d: d["speed"],
+                                  lambda r: (r["model"], r["variant"], r["threads"], r["batch"]))
+th = {"speed": list(th_best.values())}
+bs_docs, bs_best, n_files = best_rounds("bitswitch_*_r*.json",
+                                        lambda d: [dict(r, model=m["model"]) for m in d["models"] for r in m["runs"]],
+                                        lambda r: (r["model"], r["variant"], r["bits"], r["threads"], r["batch"]))
+bs = {"models": []}
+for d in bs_docs:
+    for m in d["models"]:
+        if not any(x["model"] == m["model"] for x in bs["models"]):
+            bs["models"].append(dict(m, runs=[r for k, r in bs_best.items() if k[0] == m["model"]]))
+rounds = len({f.rsplit('_r', 1)[1] for f in glob.glob(f"{out}/bitswitch_*_r*.json")})
 peak = json.load(open(f"{out}/int8_peak.json"))
 lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
 model_name = next((l.split(":", 1)[1].strip() for l in lscpu.splitlines() if l.startswith("Model name")), "?")
@@ -19,8 +46,9 @@ load = open("/proc/loadavg").read().split()[:3]
 
 print(f"## 0. ImageNet-scale integer runtime (3x224x224, 1000 classes)\n")
 print(f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {model_name} ({simd}; no AVX-512, no VNNI), "
-      f"2 cores; load average at the end of the run {' '.join(load)} (the machine was shared with other jobs, "
-      f"so absolute numbers are noisy; each row is a median). Command: `scripts/bench_deploy.sh --imagenet`.\n")
+      f"2 cores; load average at the end of the run {' '.join(load)}. Each row is the median of its repetitions, "
+      f"best of {rounds} rounds; within a round each model's bitswitch and torch rows run back to back. "
+      f"Command: `scripts/bench_deploy.sh --imagenet`.\n")
 pk = peak["avx2_vpmaddwd_peak_gmac_per_s_per_core"]
 print(f"This CPU's int8 peak for the runtime's AVX2 GEMM sequence (u8/s8 widened to int16, vpmaddwd + vpaddd, "
       f"`bench/bench_int8_peak.cpp`): **{pk:.1f} GMAC/s per core** ({2 * pk:.1f} on 2 cores); the vpmaddubsw "
