@@ -6,6 +6,7 @@
 // qgemm_u8s8_s32 on a cache-resident ImageNet-like shape. Prints JSON. Usage: bench_int8_peak
 #include <immintrin.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <vector>
@@ -65,8 +66,13 @@ double best_rate(F&& f, double macs) {
 int main() {
   const long iters = 2000000;  // short runs, best of 20: robust to a shared machine
   volatile int32_t sink = 0;
-  const double maddwd = best_rate([&] { sink = sink + peak_maddwd(iters); }, double(iters) * 4 * 16);
-  const double maddubs = best_rate([&] { sink = sink + peak_maddubs(iters); }, double(iters) * 4 * 32);
+  // Each sequence is measured in two passes, interleaved, and keeps its best: a single first pass
+  // measured 51 GMAC/s on a VM that ran the qgemm at 70 in the same process.
+  double maddwd = 0, maddubs = 0;
+  for (int pass = 0; pass < 2; ++pass) {
+    maddwd = std::max(maddwd, best_rate([&] { sink = sink + peak_maddwd(iters); }, double(iters) * 4 * 16));
+    maddubs = std::max(maddubs, best_rate([&] { sink = sink + peak_maddubs(iters); }, double(iters) * 4 * 32));
+  }
   // GEMM on a 3x3 conv shape of ResNet's layer3 (K = 9 * 256, N = 256), 196 rows: in L2.
   const int M = 196, N = 256, K = 2304;
   std::vector<uint8_t> A(size_t(M) * K, 7);

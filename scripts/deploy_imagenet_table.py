@@ -36,8 +36,10 @@ for d in bs_docs:
     for m in d["models"]:
         if not any(x["model"] == m["model"] for x in bs["models"]):
             bs["models"].append(dict(m, runs=[r for k, r in bs_best.items() if k[0] == m["model"]]))
+# The peak microbenchmark runs once per round too: its best round (the highest rates).
+peaks = [json.load(open(f)) for f in sorted(glob.glob(f"{out}/int8_peak_r*.json"))] or [json.load(open(f"{out}/int8_peak.json"))]
+peak = {k: max(p[k] for p in peaks) for k in peaks[0] if isinstance(peaks[0][k], (int, float))}
 rounds = len({f.rsplit('_r', 1)[1] for f in glob.glob(f"{out}/bitswitch_*_r*.json")})
-peak = json.load(open(f"{out}/int8_peak.json"))
 lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
 model_name = next((l.split(":", 1)[1].strip() for l in lscpu.splitlines() if l.startswith("Model name")), "?")
 flags = next((l.split(":", 1)[1].split() for l in lscpu.splitlines() if l.startswith("Flags")), [])
