@@ -39,6 +39,8 @@ for d in bs_docs:
 # The peak microbenchmark runs once per round too: its best round (the highest rates).
 peaks = [json.load(open(f)) for f in sorted(glob.glob(f"{out}/int8_peak_r*.json"))] or [json.load(open(f"{out}/int8_peak.json"))]
 peak = {k: max(p[k] for p in peaks) for k in peaks[0] if isinstance(peaks[0][k], (int, float))}
+order = ["resnet18", "resnet50", "mobilenetv2"]  # the script's order, then any other
+bs["models"].sort(key=lambda m: (order.index(m["model"]) if m["model"] in order else len(order), m["model"]))
 rounds = len({f.rsplit('_r', 1)[1] for f in glob.glob(f"{out}/bitswitch_*_r*.json")})
 lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
 model_name = next((l.split(":", 1)[1].strip() for l in lscpu.splitlines() if l.startswith("Model name")), "?")
