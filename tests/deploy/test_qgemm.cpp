@@ -344,7 +344,7 @@ TEST(QgemmPairs, MatchesReferenceOnEdgeAndRandomShapes) {
     const auto B = random_codes(rng, size_t(s.N) * s.K, 8);
     std::vector<int32_t> want(size_t(s.M) * s.N), got(want.size(), -7);
     qgemm_u8s8_s32_ref(s.M, s.N, s.K, dense.data(), B.data(), want.data());
-    std::vector<int8_t> pairs(qgemm_pairs_bytes(s.N, s.K));
+    std::vector<int8_t> pairs(qgemm_pairs_bytes(s.N, s.K), int8_t(0x55));  // a reused, dirty buffer
     qgemm_pairs_from_rows(B.data(), s.N, s.K, pairs.data());
     for (bool portable : {false, true}) {
       if (portable && size_t(s.M) * s.N * s.K > 3000000) continue;

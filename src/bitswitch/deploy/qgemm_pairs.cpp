@@ -137,12 +137,18 @@ size_t qgemm_pairs_bytes(int N, int K) {
 }
 
 void qgemm_pairs_from_rows(const int8_t* B, int N, int K, int8_t* out) {
-  const size_t bytes = qgemm_pairs_bytes(N, K), ps = panel_stride(K);
-  std::memset(out, 0, bytes);
-  for (int n = 0; n < N; ++n)
-    for (int k = 0; k < K; ++k)
-      out[size_t(n / kNr) * ps + size_t(k / 2) * 2 * kNr + size_t(n % kNr) * 2 + size_t(k % 2)] =
-          B[size_t(n) * K + size_t(k)];
+  const size_t ps = panel_stride(K), bytes = qgemm_pairs_bytes(N, K);
+  // Row n goes to panel n / 16, byte 2 (n % 16) of every 32-byte pair group. Only the padding
+  // (channels past N, the second code of an odd K's last pair) is zeroed; the runtime calls this
+  // per inference for low-bit layers, so it avoids a full memset and per-element division.
+  if (N % kNr != 0) std::memset(out + size_t(N / kNr) * ps, 0, bytes - size_t(N / kNr) * ps);
+  for (int n = 0; n < N; ++n) {
+    const int8_t* r = B + size_t(n) * K;
+    int8_t* o = out + size_t(n / kNr) * ps + size_t(n % kNr) * 2;
+    int k = 0;
+    for (; k + 1 < K; k += 2, o += 2 * kNr) o[0] = r[k], o[1] = r[k + 1];
+    if (k < K) o[0] = r[k], o[1] = 0;
+  }
 }
 
 void qgemm_u8_pairs_s32(int M, int N, int K, const uint8_t* A, size_t lda, const int8_t* pairs, int32_t* C,
