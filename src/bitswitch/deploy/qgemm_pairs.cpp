@@ -141,7 +141,7 @@ void qgemm_pairs_from_rows(const int8_t* B, int N, int K, int8_t* out) {
   // Row n goes to panel n / 16, byte 2 (n % 16) of every 32-byte pair group. Only the padding
   // (channels past N, the second code of an odd K's last pair) is zeroed; the runtime calls this
   // per inference for low-bit layers, so it avoids a full memset and per-element division.
-  if (N % kNr != 0) std::memset(out + size_t(N / kNr) * ps, 0, bytes - size_t(N / kNr) * ps);
+  if (bytes > 0 && N % kNr != 0) std::memset(out + size_t(N / kNr) * ps, 0, bytes - size_t(N / kNr) * ps);
   for (int n = 0; n < N; ++n) {
     const int8_t* r = B + size_t(n) * K;
     int8_t* o = out + size_t(n / kNr) * ps + size_t(n % kNr) * 2;
