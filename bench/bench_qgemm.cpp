@@ -9,6 +9,7 @@
 
 #include "bitswitch/deploy/packing.h"
 #include "bitswitch/deploy/qgemm.h"
+#include "bitswitch/deploy/qgemm_pairs.h"
 
 using namespace bitswitch::deploy;
 
@@ -75,8 +76,41 @@ void BM_QgemmPacked(benchmark::State& state, QgemmIsa isa) {
   set_ops(state);
 }
 
+// Short-K shapes (MobileNetV2's and ResNet-50's 1x1 convs, ResNet's 3x3 at 64 and 128 channels):
+// the AVX2 row GEMM against the pair-panel GEMM (qgemm_pairs.h) that the runtime runs for K <= 576
+// at 8 bits. Args: M, N, K. Compare the GMAC/s counters of the two rows of one shape.
+void BM_ShortK(benchmark::State& state, bool pairs) {
+  const int M = int(state.range(0)), N = int(state.range(1)), K = int(state.range(2));
+  if (!qgemm_isa_supported(QgemmIsa::kAvx2)) {
+    state.SkipWithError("no AVX2 on this CPU");
+    return;
+  }
+  std::mt19937 rng(1);
+  std::vector<uint8_t> A(size_t(M) * K);
+  std::vector<int8_t> B(size_t(N) * K), P(qgemm_pairs_bytes(N, K));
+  std::vector<int32_t> C(size_t(M) * N);
+  for (auto& a : A) a = uint8_t(rng());
+  for (auto& b : B) b = int8_t(rng());
+  qgemm_pairs_from_rows(B.data(), N, K, P.data());
+  for (auto _ : state) {
+    if (pairs) qgemm_u8_pairs_s32(M, N, K, A.data(), size_t(K), P.data(), C.data());
+    else qgemm_u8s8_s32(M, N, K, A.data(), B.data(), C.data(), QgemmIsa::kAvx2);
+    benchmark::DoNotOptimize(C.data());
+  }
+  state.counters["GMAC/s"] =
+      benchmark::Counter(double(M) * N * K / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void short_k_shapes(benchmark::internal::Benchmark* b) {
+  for (const auto& s : std::vector<std::vector<int64_t>>{
+           {3136, 96, 16}, {3136, 256, 64}, {784, 512, 128}, {784, 128, 512}, {784, 128, 576}, {196, 256, 1152}})
+    b->Args(s);
+}
+
 }  // namespace
 
+BENCHMARK_CAPTURE(BM_ShortK, rows_avx2, false)->Apply(short_k_shapes)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_ShortK, pairs_avx2, true)->Apply(short_k_shapes)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_QgemmRef)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_Qgemm, avx2, QgemmIsa::kAvx2)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_Qgemm, avx512vnni, QgemmIsa::kAvx512Vnni)->Unit(benchmark::kMillisecond);
