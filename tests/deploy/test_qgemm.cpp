@@ -376,3 +376,20 @@ TEST(QgemmPairs, ExtremesAndGuardedBuffers) {
   qgemm_u8_pairs_s32(2, 2, 0, nullptr, 0, p.data(), c.data());
   EXPECT_EQ(c, std::vector<int32_t>({0, 0, 0, 0, }));
 }
+
+// Pair panels straight from packed rows equal the panels of the unpacked rows, for every width,
+// N with and without a remainder of 16 and odd K.
+TEST(QgemmPairs, FromPackedEqualsFromUnpackedRows) {
+  std::mt19937 rng(23);
+  for (const Shape& s : std::vector<Shape>{{1, 1, 1}, {1, 16, 9}, {1, 17, 144}, {1, 70, 255}, {1, 33, 2}, {1, 5, 0}}) {
+    for (int bits : {2, 3, 4, 5, 6, 7, 8}) {
+      SCOPED_TRACE("bits=" + std::to_string(bits) + " " + shape_str(s));
+      const auto codes = random_codes(rng, size_t(s.N) * s.K, bits);
+      const auto packed = pack_rows(codes.data(), size_t(s.N), size_t(s.K), bits);
+      std::vector<int8_t> want(qgemm_pairs_bytes(s.N, s.K)), got(want.size(), int8_t(0x55));
+      qgemm_pairs_from_rows(codes.data(), s.N, s.K, want.data());
+      qgemm_pairs_from_packed(packed.data(), bits, s.N, s.K, got.data());
+      ASSERT_EQ(got, want);
+    }
+  }
+}

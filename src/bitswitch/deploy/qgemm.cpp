@@ -427,15 +427,6 @@ QgemmIsa parse_isa_env() {
        "' is not one of scalar, avx2, avx512vnni");
 }
 
-void check_sizes(const char* fn, int M, int N, int K, const void* A, const void* B, const void* C) {
-  BS_CHECK(M >= 0 && N >= 0 && K >= 0, fn, ": sizes must be non-negative, got M=", M, " N=", N,
-           " K=", K);
-  BS_CHECK(K <= kQgemmMaxK, fn, ": K=", K, " exceeds ", kQgemmMaxK,
-           " (int32 accumulation could overflow)");
-  BS_CHECK((M == 0 || K == 0 || A) && (N == 0 || K == 0 || B) && (M == 0 || N == 0 || C), fn,
-           ": null matrix pointer");
-}
-
 void check_bits(const char* fn, int bits) {
   BS_CHECK(bits >= 2 && bits <= 8, fn, ": bits must be in [2, 8], got ", bits);
 }
@@ -448,6 +439,15 @@ QgemmIsa resolve(const char* fn, QgemmIsa isa, bool packed) {
 }
 
 }  // namespace
+
+void qgemm_check_sizes(const char* fn, int M, int N, int K, const void* A, const void* B, const void* C) {
+  BS_CHECK(M >= 0 && N >= 0 && K >= 0, fn, ": sizes must be non-negative, got M=", M, " N=", N,
+           " K=", K);
+  BS_CHECK(K <= kQgemmMaxK, fn, ": K=", K, " exceeds ", kQgemmMaxK,
+           " (int32 accumulation could overflow)");
+  BS_CHECK((M == 0 || K == 0 || A) && (N == 0 || K == 0 || B) && (M == 0 || N == 0 || C), fn,
+           ": null matrix pointer");
+}
 
 const char* qgemm_isa_name(QgemmIsa isa) {
   switch (isa) {
@@ -490,7 +490,7 @@ size_t qgemm_packed_row_bytes(int K, int bits) {
 }
 
 void qgemm_u8s8_s32_ref(int M, int N, int K, const uint8_t* A, const int8_t* B, int32_t* C) {
-  check_sizes("qgemm_u8s8_s32_ref", M, N, K, A, B, C);
+  qgemm_check_sizes("qgemm_u8s8_s32_ref", M, N, K, A, B, C);
   for (int m = 0; m < M; ++m) {
     const uint8_t* a = A + size_t(m) * size_t(K);
     for (int n = 0; n < N; ++n) {
@@ -503,7 +503,7 @@ void qgemm_u8s8_s32_ref(int M, int N, int K, const uint8_t* A, const int8_t* B, 
 }
 
 void qgemm_u8s8_s32(int M, int N, int K, const uint8_t* A, const int8_t* B, int32_t* C, QgemmIsa isa) {
-  check_sizes("qgemm_u8s8_s32", M, N, K, A, B, C);
+  qgemm_check_sizes("qgemm_u8s8_s32", M, N, K, A, B, C);
   isa = resolve("qgemm_u8s8_s32", isa, /*packed=*/false);
   const auto* Bu = reinterpret_cast<const uint8_t*>(B);
 #if BS_QGEMM_X86
@@ -518,7 +518,7 @@ void qgemm_u8s8_s32(int M, int N, int K, const uint8_t* A, const int8_t* B, int3
 
 void qgemm_u8s8_s32_narrow(int M, int N, int K, const uint8_t* A, const int8_t* B, int bits, int32_t* C,
                            QgemmIsa isa) {
-  check_sizes("qgemm_u8s8_s32_narrow", M, N, K, A, B, C);
+  qgemm_check_sizes("qgemm_u8s8_s32_narrow", M, N, K, A, B, C);
   check_bits("qgemm_u8s8_s32_narrow", bits);
   isa = resolve("qgemm_u8s8_s32_narrow", isa, /*packed=*/false);
 #if BS_QGEMM_X86
@@ -534,7 +534,7 @@ void qgemm_u8s8_s32_narrow(int M, int N, int K, const uint8_t* A, const int8_t* 
 
 void qgemm_u8_packed_s32_ref(int M, int N, int K, const uint8_t* A, const uint8_t* B_packed, int bits,
                              int32_t* C) {
-  check_sizes("qgemm_u8_packed_s32_ref", M, N, K, A, B_packed, C);
+  qgemm_check_sizes("qgemm_u8_packed_s32_ref", M, N, K, A, B_packed, C);
   check_bits("qgemm_u8_packed_s32_ref", bits);
   std::vector<int8_t> B(size_t(N) * size_t(K));
   unpack_rows_into(B_packed, 0, size_t(N), size_t(K), bits, B.data());
@@ -543,7 +543,7 @@ void qgemm_u8_packed_s32_ref(int M, int N, int K, const uint8_t* A, const uint8_
 
 void qgemm_u8_packed_s32(int M, int N, int K, const uint8_t* A, const uint8_t* B_packed, int bits,
                          int32_t* C, QgemmIsa isa) {
-  check_sizes("qgemm_u8_packed_s32", M, N, K, A, B_packed, C);
+  qgemm_check_sizes("qgemm_u8_packed_s32", M, N, K, A, B_packed, C);
   check_bits("qgemm_u8_packed_s32", bits);
   isa = resolve("qgemm_u8_packed_s32", isa, /*packed=*/true);
   const size_t row_bytes = packed_bytes(size_t(K), bits);

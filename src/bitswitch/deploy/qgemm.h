@@ -39,6 +39,11 @@ QgemmIsa qgemm_auto_isa(bool packed);
 // Bytes of one packed weight row: ceil(K * bits / 8).
 size_t qgemm_packed_row_bytes(int K, int bits);
 
+// The argument check of every GEMM entry point (here and in qgemm_pairs.h): sizes non-negative,
+// K <= kQgemmMaxK, no null matrix that the product reads or writes. Throws bitswitch::Error
+// naming `fn`.
+void qgemm_check_sizes(const char* fn, int M, int N, int K, const void* A, const void* B, const void* C);
+
 // A: M x K row-major u8, B: N x K row-major s8, C: M x N row-major s32.
 void qgemm_u8s8_s32_ref(int M, int N, int K, const uint8_t* A, const int8_t* B, int32_t* C);
 // Throws bitswitch::Error for bad sizes or an `isa` this CPU cannot run.

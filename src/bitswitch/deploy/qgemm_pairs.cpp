@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
+#include "bitswitch/deploy/packing.h"
 #include "bitswitch/deploy/qgemm.h"
 #include "bitswitch/deploy/x86_simd.h"
 #include "bitswitch/util/error.h"
@@ -17,11 +19,6 @@ constexpr int kMr = 4;     // A rows per register block: 8 accumulators, 2 B, 1 
 constexpr int kKcPairs = 512;  // most k pairs per K block: A block 8 KiB, one panel's slice 16 KiB (L1)
 
 size_t panel_stride(int K) { return size_t((K + 1) / 2) * 2 * kNr; }  // bytes of one panel
-
-void check(const char* fn, int M, int N, int K) {
-  BS_CHECK(M >= 0 && N >= 0 && K >= 0, fn, ": sizes must be non-negative, got M=", M, " N=", N, " K=", K);
-  BS_CHECK(K <= kQgemmMaxK, fn, ": K=", K, " exceeds ", kQgemmMaxK, " (int32 accumulation could overflow)");
-}
 
 // The same sums over the panel layout, in plain loops (CPUs without AVX2).
 void pairs_portable(int M, int N, int K, const uint8_t* A, size_t lda, const int8_t* pairs, int32_t* C) {
@@ -40,6 +37,7 @@ void pairs_portable(int M, int N, int K, const uint8_t* A, size_t lda, const int
 
 // C tile (4 x 16, row stride ldc) = [C tile +] a (4 rows of kp int16 pairs, as int32) x the panel
 // slice b (kp x 32 bytes).
+// noinline: inlined into pairs_avx2's two call sites, GCC 12 spilled its accumulators.
 BS_AVX2 __attribute__((noinline)) void tile_4x16(const int32_t* a, int kp, const int8_t* b, int32_t* c, size_t ldc, bool accumulate) {
   const __m256i z = _mm256_setzero_si256();
   __m256i c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z;
@@ -151,16 +149,27 @@ void qgemm_pairs_from_rows(const int8_t* B, int N, int K, int8_t* out) {
   }
 }
 
+void qgemm_pairs_from_packed(const uint8_t* packed, int bits, int N, int K, int8_t* out) {
+  // One panel's 16 rows at a time through a small buffer: a panel of N' <= 16 rows is laid out as
+  // the whole pair matrix of those rows.
+  const size_t row_bytes = packed_bytes(size_t(K), bits), ps = panel_stride(K);
+  std::vector<int8_t> rows(size_t(kNr) * size_t(K));
+  for (int n0 = 0; n0 < N; n0 += kNr) {
+    const int nv = std::min(kNr, N - n0);
+    unpack_rows_into(packed + size_t(n0) * row_bytes, 0, size_t(nv), size_t(K), bits, rows.data());
+    qgemm_pairs_from_rows(rows.data(), nv, K, out + size_t(n0 / kNr) * ps);
+  }
+}
+
 void qgemm_u8_pairs_s32(int M, int N, int K, const uint8_t* A, size_t lda, const int8_t* pairs, int32_t* C,
                         bool portable) {
-  check("qgemm_u8_pairs_s32", M, N, K);
+  qgemm_check_sizes("qgemm_u8_pairs_s32", M, N, K, A, pairs, C);
   BS_CHECK(lda >= size_t(K), "qgemm_u8_pairs_s32: lda ", lda, " < K ", K);
   if (M == 0 || N == 0) return;
   if (K == 0) {
     std::fill(C, C + size_t(M) * N, 0);
     return;
   }
-  BS_CHECK(A && pairs && C, "qgemm_u8_pairs_s32: null matrix pointer");
 #if BS_DEPLOY_X86
   if (!portable && qgemm_pairs_supported()) return pairs_avx2(M, N, K, A, lda, pairs, C);
 #endif

@@ -28,6 +28,8 @@ bool qgemm_pairs_supported();
 size_t qgemm_pairs_bytes(int N, int K);
 // N x K int8 rows -> pair panels (out: qgemm_pairs_bytes bytes).
 void qgemm_pairs_from_rows(const int8_t* B, int N, int K, int8_t* out);
+// Packed `bits`-bit rows (packing.h's pack_rows layout) -> pair panels, without an N x K int8 copy.
+void qgemm_pairs_from_packed(const uint8_t* packed, int bits, int N, int K, int8_t* out);
 
 // C (M x N, row stride N) = A (M x K, row stride lda >= K) x B^T, B given as pair panels.
 // `portable` forces the portable loop (tests).

@@ -238,8 +238,7 @@ struct Scratch {
   std::vector<float> fcol, f0;
   std::vector<int32_t> acc;
   const std::vector<std::vector<int8_t>>* unpacked = nullptr;  // per layer: int8 panels of this call
-  std::vector<int8_t> w8;  // one layer's low-bit rows unpacked to int8 (few-images path)
-  std::vector<int8_t> p8;  // ... and re-arranged into pair panels (pair-panel layers)
+  std::vector<int8_t> w8;  // one layer's low-bit rows unpacked to int8 rows or pair panels (few images)
   std::vector<const uint8_t*> rows;  // per output pixel: its first input row (panel GEMM)
 };
 
@@ -294,6 +293,19 @@ struct Runtime::Impl {
   bool use_panels(const Layer& o) const {
     return !o.depthwise && isa == QgemmIsa::kAvx512Vnni && qgemm_panels_usable(o.out, o.K());
   }
+  // A low-bit row-GEMM layer's packed rows as the int8 operand of its GEMM: pair panels for
+  // pair-panel layers, else int8 rows.
+  static void unpack_layer(const Layer& o, std::vector<int8_t>& u) {
+    const int K = o.K();
+    if (o.pairs) {
+      u.resize(qgemm_pairs_bytes(o.out, K));
+      qgemm_pairs_from_packed(o.wq.data(), o.bits, o.out, K, u.data());
+    } else {
+      u.resize(size_t(o.out) * size_t(K));
+      unpack_rows_into(o.wq.data(), 0, size_t(o.out), size_t(K), o.bits, u.data());
+    }
+  }
+
   // Low-bit panels of every layer, unpacked to int8 for one inference call, and with `rows` the
   // low-bit rows of the row GEMMs too (without: gemm_int unpacks each layer's rows into the
   // scratch just before its GEMM, the few-images path). Layers are split over the threads.
@@ -310,17 +322,9 @@ struct Runtime::Impl {
         u.resize(qgemm_panels_bytes(o.out, o.K()));
         qgemm_unpack_panels(reinterpret_cast<const uint8_t*>(o.panels.data()), o.out, o.K(), o.bits, u.data());
       } else if (rows && o.integer && o.bits != 8 && !o.depthwise && !unpack_in_gemm) {
-        // Row GEMMs (AVX2 / scalar): the packed rows unpacked once per call to int8 rows, so the
-        // GEMM runs at the 8-bit speed while the resident weights stay packed.
-        auto& u = out[size_t(o.index)];
-        u.resize(size_t(o.out) * size_t(o.K()));
-        unpack_rows_into(o.wq.data(), 0, size_t(o.out), size_t(o.K()), o.bits, u.data());
-        if (o.pairs) {
-          std::vector<int8_t> p(qgemm_pairs_bytes(o.out, o.K()));
-          qgemm_pairs_from_rows(u.data(), o.out, o.K(), p.data());
-          u.resize(p.size());
-          std::copy(p.begin(), p.end(), u.begin());
-        }
+        // Row GEMMs (AVX2 / scalar): the packed rows unpacked once per call to int8 rows (or
+        // pair panels), so the GEMM runs at the 8-bit speed while the resident weights stay packed.
+        unpack_layer(o, out[size_t(o.index)]);
       }
     }
   }
@@ -345,6 +349,15 @@ struct Runtime::Impl {
     std::lock_guard<std::mutex> lock(pool_mutex);
     pool.push_back(std::move(m));
   }
+  // A call's set, returned to the pool when the call ends (also by an exception).
+  struct MemoryLease {
+    const Impl& im;
+    std::unique_ptr<CallMemory> mem;
+    explicit MemoryLease(const Impl& i) : im(i), mem(i.take_memory()) {}
+    ~MemoryLease() { im.give_memory(std::move(mem)); }
+    MemoryLease(const MemoryLease&) = delete;
+    MemoryLease& operator=(const MemoryLease&) = delete;
+  };
 
   // Integer conv/linear on u8 codes [n,h,w,C] -> int32 acc [n*ho*wo, N], rows [r0, r1) of it
   // done by `run_rows` (called per thread with its row range after the GEMM of those rows).
@@ -416,17 +429,15 @@ void Runtime::Impl::gemm_int(const Layer& o, const uint8_t* x, int n, int h, int
   if (o.bits != 8 && o.panels.empty() && !unpack_in_gemm) {
     if (s.unpacked && !s.unpacked->at(size_t(o.index)).empty()) {
       rows8 = s.unpacked->at(size_t(o.index)).data();
+    } else if (o.pairs) {
+      unpack_layer(o, s.w8);
+      rows8 = s.w8.data();
     } else {
       int8_t* u = sized(s.w8, size_t(o.out) * K);
       parallel_rows(o.out, inner, [&](int r0, int r1) {
         unpack_rows_into(o.wq.data(), size_t(r0), size_t(r1), size_t(K), o.bits, u);
       });
       rows8 = u;
-      if (o.pairs) {
-        int8_t* p = sized(s.p8, qgemm_pairs_bytes(o.out, K));
-        qgemm_pairs_from_rows(u, o.out, K, p);
-        rows8 = p;
-      }
     }
   }
   // Pair-panel layers: the 8-bit pair panels, or the low-bit ones of this call (rows8).
@@ -984,23 +995,18 @@ void Runtime::forward(const float* images, int n, int height, int width, float* 
   // Packed low-bit weights stay packed; for this call they are unpacked once (many images) or
   // layer by layer into the scratch (few images: the row GEMMs' layers).
   const bool few = n < T * 2;
-  auto mem = im.take_memory();
+  const Impl::MemoryLease lease(im);
+  Impl::CallMemory* mem = lease.mem.get();
   mem->scratch.resize(size_t(T));
   im.unpack_all(/*rows=*/!few, mem->unpacked);
   for (auto& s : mem->scratch) s.unpacked = &mem->unpacked;
   if (few) {
     // Few images: one tile at a time, GEMM rows split over the threads.
     Scratch& s = mem->scratch[0];
-    try {
-      for (int b = 0; b < n; b += im.tile) {
-        const int m = std::min(im.tile, n - b);
-        im.forward_tile(images + size_t(b) * in_elems, m, height, width, logits + size_t(b) * out_elems, s, T);
-      }
-    } catch (...) {
-      im.give_memory(std::move(mem));
-      throw;
+    for (int b = 0; b < n; b += im.tile) {
+      const int m = std::min(im.tile, n - b);
+      im.forward_tile(images + size_t(b) * in_elems, m, height, width, logits + size_t(b) * out_elems, s, T);
     }
-    im.give_memory(std::move(mem));
     return;
   }
   // Many images: each thread runs whole tiles (no synchronisation inside the network).
@@ -1020,7 +1026,6 @@ void Runtime::forward(const float* images, int n, int height, int width, float* 
       }
     }
   }
-  im.give_memory(std::move(mem));
   BS_CHECK(error.empty(), error);
 }
 
