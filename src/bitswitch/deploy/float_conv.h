@@ -14,11 +14,14 @@
 
 namespace bitswitch::deploy {
 
-// A: M x K floats (row-major), wt: K x N doubles, bias: N floats or nullptr, y: M x N floats.
+// A: M x K floats (row-major), wt: K x N doubles, each a float widened to double (the layer's
+// float weights; then every product double(A) * wt is exact, which lets the SIMD paths use fused
+// multiply-adds with the definition's rounding), bias: N floats or nullptr, y: M x N floats.
 void fconv_rows_ref(const float* A, int M, int K, int N, const double* wt, const float* bias, float* y);
 
-// The same result: AVX2 (6 rows x 8 columns held in registers) where the CPU has it and `isa` is
-// not kScalar (kAuto follows BITSWITCH_QGEMM_ISA like the integer GEMMs), else the reference.
+// The same result: AVX-512 (8 rows x 16 columns in registers) where the CPU has it and `isa` is
+// kAuto or kAvx512Vnni, else AVX2 + FMA (6 rows x 8 columns) unless `isa` is kScalar (kAuto
+// follows BITSWITCH_QGEMM_ISA like the integer GEMMs), else the reference.
 void fconv_rows(const float* A, int M, int K, int N, const double* wt, const float* bias, float* y,
                 QgemmIsa isa = QgemmIsa::kAuto);
 
