@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Markdown tables of the ImageNet-scale deployment benchmark (scripts/bench_deploy.sh --imagenet):
 bitswitch's integer runtime at 8/4/2 bits, LibTorch FP32 and torch.ao eager INT8 side by side,
-GMAC/s next to the measured AVX2 int8 peak. Usage: deploy_imagenet_table.py OUT_DIR"""
+GMAC/s next to the measured int8 peak of the runtime's GEMM path (AVX-512 VNNI where the CPU has
+it, else AVX2). Usage: deploy_imagenet_table.py OUT_DIR"""
 import glob
 import json
 import subprocess
@@ -22,13 +23,13 @@ def best_rounds(pattern, rows_of, key):
             k = key(r)
             if k not in best or ("error" not in r and ("error" in best[k] or r["ms_per_batch"] < best[k]["ms_per_batch"])):
                 best[k] = r
-    return docs, best, len(files)
+    return docs, best, len({f.rsplit("_r", 1)[1] for f in files})
 
 
-th_docs, th_best, _ = best_rounds("torch_*_r*.json", lambda d: d["speed"],
-                                  lambda r: (r["model"], r["variant"], r["threads"], r["batch"]))
+_, th_best, _ = best_rounds("torch_*_r*.json", lambda d: d["speed"],
+                            lambda r: (r["model"], r["variant"], r["threads"], r["batch"]))
 th = {"speed": list(th_best.values())}
-bs_docs, bs_best, n_files = best_rounds("bitswitch_*_r*.json",
+bs_docs, bs_best, rounds = best_rounds("bitswitch_*_r*.json",
                                         lambda d: [dict(r, model=m["model"]) for m in d["models"] for r in m["runs"]],
                                         lambda r: (r["model"], r["variant"], r["bits"], r["threads"], r["batch"]))
 bs = {"models": []}
@@ -37,27 +38,39 @@ for d in bs_docs:
         if not any(x["model"] == m["model"] for x in bs["models"]):
             bs["models"].append(dict(m, runs=[r for k, r in bs_best.items() if k[0] == m["model"]]))
 # The peak microbenchmark runs once per round too: its best round (the highest rates).
-peaks = [json.load(open(f)) for f in sorted(glob.glob(f"{out}/int8_peak_r*.json"))] or [json.load(open(f"{out}/int8_peak.json"))]
+peaks = [json.load(open(f)) for f in sorted(glob.glob(f"{out}/int8_peak_r*.json"))]
+if not peaks:
+    sys.exit(f"deploy_imagenet_table: no int8_peak_r*.json in {out} (run scripts/bench_deploy.sh --imagenet)")
 peak = {k: max(p[k] for p in peaks) for k in peaks[0] if isinstance(peaks[0][k], (int, float))}
 order = ["resnet18", "resnet50", "mobilenetv2"]  # the script's order, then any other
 bs["models"].sort(key=lambda m: (order.index(m["model"]) if m["model"] in order else len(order), m["model"]))
-rounds = len({f.rsplit('_r', 1)[1] for f in glob.glob(f"{out}/bitswitch_*_r*.json")})
 lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
 model_name = next((l.split(":", 1)[1].strip() for l in lscpu.splitlines() if l.startswith("Model name")), "?")
 flags = next((l.split(":", 1)[1].split() for l in lscpu.splitlines() if l.startswith("Flags")), [])
-simd = " ".join(f for f in flags if f.startswith(("avx", "fma", "vnni")) or f in ("bmi2",))
+simd = " ".join(f for f in flags if f.startswith(("avx2", "fma", "avx512f", "avx512_vnni", "avx512vbmi")))
+vnni = "vnni_vpdpbusd_peak_gmac_per_s_per_core" in peak
 load = open("/proc/loadavg").read().split()[:3]
 
 print(f"## 0. ImageNet-scale integer runtime (3x224x224, 1000 classes)\n")
-print(f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {model_name} ({simd}; no AVX-512, no VNNI), "
+print(f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {model_name} ({simd}{'' if vnni else '; no AVX-512 VNNI'}), "
       f"2 cores; load average at the end of the run {' '.join(load)}. Each row is the median of its repetitions, "
       f"best of {rounds} rounds; within a round each model's bitswitch and torch rows run back to back. "
       f"Command: `scripts/bench_deploy.sh --imagenet`.\n")
-pk = peak["avx2_vpmaddwd_peak_gmac_per_s_per_core"]
-print(f"This CPU's int8 peak for the runtime's AVX2 GEMM sequence (u8/s8 widened to int16, vpmaddwd + vpaddd, "
-      f"`bench/bench_int8_peak.cpp`): **{pk:.1f} GMAC/s per core** ({2 * pk:.1f} on 2 cores); the vpmaddubsw "
-      f"sequence (it saturates for u8 x full-range s8; the runtime uses it only for 2- to 5-bit weight codes, where it is exact), {peak['avx2_vpmaddubsw_peak_gmac_per_s_per_core']:.1f}. "
-      f"The AVX2 qgemm on a cache-resident 196x256x2304 shape: {peak['qgemm_avx2_196x256x2304_gmac_per_s']:.1f} GMAC/s.\n")
+avx2 = (f"the AVX2 sequence of the row GEMMs (u8/s8 widened to int16, vpmaddwd + vpaddd) "
+        f"{peak['avx2_vpmaddwd_peak_gmac_per_s_per_core']:.1f} GMAC/s per core; the vpmaddubsw sequence (it saturates for "
+        f"u8 x full-range s8; the runtime uses it only for 2- to 5-bit weight codes, where it is exact) "
+        f"{peak['avx2_vpmaddubsw_peak_gmac_per_s_per_core']:.1f}; the AVX2 qgemm on a cache-resident 196x256x2304 shape "
+        f"{peak['qgemm_avx2_196x256x2304_gmac_per_s']:.1f} GMAC/s")
+if vnni:
+    pk = peak["vnni_vpdpbusd_peak_gmac_per_s_per_core"]
+    print(f"This CPU's int8 peak (`bench/bench_int8_peak.cpp`, register-only loops): AVX-512 VNNI vpdpbusd, the only "
+          f"multiply of the runtime's panel GEMM, **{pk:.1f} GMAC/s per core** ({2 * pk:.1f} on 2 cores); the panel GEMM "
+          f"on a cache-resident 196x256x2304 shape {peak['qgemm_vnni_panels_196x256x2304_gmac_per_s']:.1f} GMAC/s. "
+          f"For reference, {avx2}. The % column is against the VNNI peak.\n")
+else:
+    pk = peak["avx2_vpmaddwd_peak_gmac_per_s_per_core"]
+    print(f"This CPU's int8 peak (`bench/bench_int8_peak.cpp`, register-only loops), {avx2}. The % column is against "
+          f"the vpmaddwd peak, **{pk:.1f} GMAC/s per core**.\n")
 tv = {}
 for r in th["speed"]:
     tv[(r["model"], r["variant"], r["threads"], r["batch"])] = r
