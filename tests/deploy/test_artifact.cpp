@@ -401,13 +401,15 @@ TEST(Runtime, GemmPathsAgreeBitForBitOnEveryWidth) {
       ro.threads = 1;
       ro.isa = QgemmIsa::kScalar;
       const auto ref = Runtime(s, ro).forward(x.data(), 7, 28, 28);
+      const auto ref1 = Runtime(s, ro).forward(x.data(), 1, 28, 28);  // the few-images path
       for (int variant = 0; variant < 3; ++variant) {
         RuntimeOptions o;
         o.threads = variant == 1 ? 2 : 1;
         o.tile = variant == 1 ? 3 : 4;
         o.unpack_in_gemm = variant == 2;
-        const auto got = Runtime(s, o).forward(x.data(), 7, 28, 28);
-        ASSERT_EQ(got, ref) << arch << " w" << b << " variant " << variant;
+        const Runtime rt(s, o);
+        ASSERT_EQ(rt.forward(x.data(), 7, 28, 28), ref) << arch << " w" << b << " variant " << variant;
+        ASSERT_EQ(rt.forward(x.data(), 1, 28, 28), ref1) << arch << " w" << b << " variant " << variant << ", 1 image";
       }
       // Logits are not all equal: the network computes something.
       EXPECT_NE(*std::max_element(ref.begin(), ref.end()), *std::min_element(ref.begin(), ref.end()));

@@ -197,6 +197,21 @@ BS_TARGET_VNNI void epilogue_int_avx512(const int32_t* __restrict acc, int M, in
 }
 #endif
 
+// epilogue_int_avx512 where `wide` (the runtime's VNNI path) and the CPU build has it, else
+// epilogue_int.
+template <bool kAdd, bool kCodes>
+void epilogue_int_on(bool wide, const int32_t* acc, int M, int N, const Epi& e, const float* other, const Quant& q,
+                     float* yf, uint8_t* yq) {
+#if BS_DEPLOY_X86
+  if (wide) {
+    epilogue_int_avx512<kAdd, kCodes>(acc, M, N, e, other, q, yf, yq);
+    return;
+  }
+#endif
+  (void)wide;
+  epilogue_int<kAdd, kCodes>(acc, M, N, e, other, q, yf, yq);
+}
+
 // Splits [0, rows) over `threads` (OpenMP) when threads > 1.
 void parallel_rows(int rows, int threads, const std::function<void(int, int)>& fn) {
   if (threads <= 1 || rows < 64) {
@@ -344,9 +359,9 @@ struct Runtime::Impl {
     }
   }
 
-  // Low-bit panels of every layer, unpacked to int8 for one inference call, and with `rows` the
-  // low-bit rows of the row GEMMs too (without: gemm_int unpacks each layer's rows into the
-  // scratch just before its GEMM, the few-images path). Layers are split over the threads.
+  // With `rows` (a call of many images), every low-bit layer's panels or rows unpacked to int8
+  // once for the call (without: gemm_int unpacks each layer into the scratch just before its
+  // GEMM, the few-images path, where the unpacked layer is still in cache when the GEMM reads it). Layers are split over the threads.
   // `out` keeps its buffers from earlier calls (no new pages per call).
   void unpack_all(bool rows, std::vector<std::vector<int8_t>>& out) const {
     out.resize(layers.size());
@@ -355,7 +370,7 @@ struct Runtime::Impl {
     for (size_t li = 0; li < layers.size(); ++li) {
       const Layer& o = layers[li];
       if (o.integer && o.bits != 8 && !o.panels.empty()) {
-        if (panels_unpack_in_gemm()) continue;
+        if (panels_unpack_in_gemm() || !rows) continue;
         auto& u = out[size_t(o.index)];
         u.resize(qgemm_panels_bytes(o.out, o.K()));
         qgemm_unpack_panels(reinterpret_cast<const uint8_t*>(o.panels.data()), o.out, o.K(), o.bits, u.data());
@@ -426,8 +441,24 @@ void Runtime::Impl::gemm_int(const Layer& o, const uint8_t* x, int n, int h, int
     const int8_t* panels = o.panels.data();
     int panel_bits = 8;
     if (o.bits != 8) {
-      if (panels_unpack_in_gemm()) panel_bits = o.bits;  // packed panels, unpacked inside the GEMM's K loop
-      else panels = s.unpacked->at(size_t(o.index)).data();  // unpacked once per inference call
+      if (panels_unpack_in_gemm()) {
+        panel_bits = o.bits;  // packed panels, unpacked inside the GEMM's K loop
+      } else if (!s.unpacked->at(size_t(o.index)).empty()) {
+        panels = s.unpacked->at(size_t(o.index)).data();  // unpacked once for this call (many images)
+      } else {
+        // Few images: this layer now, into the scratch the next layer reuses, panels split over
+        // the threads. (Unpacking every layer up front wrote ResNet-50's 40 MB of int8 panels
+        // to memory and read them back: w4 was 10% slower than w8 at batch 1.)
+        const int K = o.K(), nbs = (o.out + 15) / 16;
+        const size_t packed_stride = size_t(K / 4) * 8 * size_t(o.bits), stride = size_t(K) * 16;
+        int8_t* u = sized(s.w8, size_t(nbs) * stride);
+        const auto* packed = reinterpret_cast<const uint8_t*>(o.panels.data());
+#pragma omp parallel for schedule(static) num_threads(inner) if (inner > 1 && nbs > 1)
+        for (int nb = 0; nb < nbs; ++nb)
+          qgemm_unpack_panels(packed + size_t(nb) * packed_stride, std::min(16, o.out - nb * 16), K, o.bits,
+                              u + size_t(nb) * stride);
+        panels = u;
+      }
     }
     // No im2col: each output pixel reads its k rows of k*C input codes in place, from a padded
     // copy of the input when the conv pads.
@@ -545,24 +576,13 @@ void Runtime::Impl::run_layer(const Step& st, int n, Scratch& s, int inner) cons
       float* f = yf ? yf + size_t(r0) * N : nullptr;
       uint8_t* c = yq ? yq + size_t(r0) * N : nullptr;
       const int m = r1 - r0;
-#if BS_DEPLOY_X86
-      if (isa == QgemmIsa::kAvx512Vnni) {
-        if (other) {
-          if (yq) epilogue_int_avx512<true, true>(a, m, N, e, ot, q, f, c);
-          else epilogue_int_avx512<true, false>(a, m, N, e, ot, q, f, c);
-        } else {
-          if (yq) epilogue_int_avx512<false, true>(a, m, N, e, ot, q, f, c);
-          else epilogue_int_avx512<false, false>(a, m, N, e, ot, q, f, c);
-        }
-        return;
-      }
-#endif
+      const bool wide = isa == QgemmIsa::kAvx512Vnni;
       if (other) {
-        if (yq) epilogue_int<true, true>(a, m, N, e, ot, q, f, c);
-        else epilogue_int<true, false>(a, m, N, e, ot, q, f, c);
+        if (yq) epilogue_int_on<true, true>(wide, a, m, N, e, ot, q, f, c);
+        else epilogue_int_on<true, false>(wide, a, m, N, e, ot, q, f, c);
       } else {
-        if (yq) epilogue_int<false, true>(a, m, N, e, ot, q, f, c);
-        else epilogue_int<false, false>(a, m, N, e, ot, q, f, c);
+        if (yq) epilogue_int_on<false, true>(wide, a, m, N, e, ot, q, f, c);
+        else epilogue_int_on<false, false>(wide, a, m, N, e, ot, q, f, c);
       }
     };
     sized(s.acc, size_t(M) * N);
