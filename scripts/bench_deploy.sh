@@ -10,8 +10,9 @@
 # about 5 minutes; run on an otherwise idle machine)
 #        scripts/bench_deploy.sh --imagenet [--quick]: ResNet-18, ResNet-50, MobileNetV2 at 3x224x224
 # (bench/bench_deploy_imagenet.cpp) next to PyTorch FP32 and torch.ao INT8 of torchvision's
-# quantizable models (scripts/bench_deploy_torch_imagenet.py) and the AVX2 int8 peak
-# (bench/bench_int8_peak.cpp), interleaved per model, best of BENCH_DEPLOY_ROUNDS rounds (default 2);
+# quantizable models (scripts/bench_deploy_torch_imagenet.py) and the int8 peak
+# (bench/bench_int8_peak.cpp: AVX-512 VNNI where the CPU has it, and AVX2), interleaved per model,
+# best of BENCH_DEPLOY_ROUNDS rounds (default 2);
 # tables to runs/bench-deploy-imagenet/table.md (about 20 minutes, 10 with --quick).
 set -euo pipefail
 cd "$(dirname "$0")/.."
