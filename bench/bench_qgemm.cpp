@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "bitswitch/deploy/float_conv.h"
 #include "bitswitch/deploy/packing.h"
 #include "bitswitch/deploy/qgemm.h"
 #include "bitswitch/deploy/qgemm_pairs.h"
@@ -101,6 +102,29 @@ void BM_ShortK(benchmark::State& state, bool pairs) {
       benchmark::Counter(double(M) * N * K / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// The full-precision rows (float_conv.h) on ResNet's 7x7 stride-2 stem: one 224x224 image's
+// im2col rows (M = 112 * 112, K = 7 * 7 * 3, N = 64), weights floats widened to double as the
+// runtime's. Compare the GMAC/s of the AVX2 and AVX-512 rows.
+void BM_FpStem(benchmark::State& state, QgemmIsa isa) {
+  if (!qgemm_isa_supported(isa)) {
+    state.SkipWithError("ISA not supported by this CPU");
+    return;
+  }
+  constexpr int M = 112 * 112, K = 147, N = 64;
+  std::mt19937 rng(2);
+  std::normal_distribution<float> nf(0.0f, 1.0f);
+  std::vector<float> A(size_t(M) * K), y(size_t(M) * N);
+  std::vector<double> wt(size_t(K) * N);
+  for (auto& a : A) a = nf(rng);
+  for (auto& w : wt) w = double(nf(rng) * 0.05f);
+  for (auto _ : state) {
+    fconv_rows(A.data(), M, K, N, wt.data(), nullptr, y.data(), isa);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["GMAC/s"] =
+      benchmark::Counter(double(M) * N * K / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void short_k_shapes(benchmark::internal::Benchmark* b) {
   for (const auto& s : std::vector<std::vector<int64_t>>{
            {3136, 96, 16}, {3136, 256, 64}, {784, 512, 128}, {784, 128, 512}, {784, 128, 576}, {196, 256, 1152}})
@@ -111,6 +135,8 @@ void short_k_shapes(benchmark::internal::Benchmark* b) {
 
 BENCHMARK_CAPTURE(BM_ShortK, rows_avx2, false)->Apply(short_k_shapes)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_ShortK, pairs_avx2, true)->Apply(short_k_shapes)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_FpStem, avx2, QgemmIsa::kAvx2)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_FpStem, avx512, QgemmIsa::kAvx512Vnni)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_QgemmRef)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_Qgemm, avx2, QgemmIsa::kAvx2)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_Qgemm, avx512vnni, QgemmIsa::kAvx512Vnni)->Unit(benchmark::kMillisecond);

@@ -361,7 +361,8 @@ struct Runtime::Impl {
 
   // With `rows` (a call of many images), every low-bit layer's panels or rows unpacked to int8
   // once for the call (without: gemm_int unpacks each layer into the scratch just before its
-  // GEMM, the few-images path, where the unpacked layer is still in cache when the GEMM reads it). Layers are split over the threads.
+  // GEMM, the few-images path, where the unpacked layer is still in cache when the GEMM reads
+  // it). Layers are split over the threads.
   // `out` keeps its buffers from earlier calls (no new pages per call).
   void unpack_all(bool rows, std::vector<std::vector<int8_t>>& out) const {
     out.resize(layers.size());
@@ -450,8 +451,8 @@ void Runtime::Impl::gemm_int(const Layer& o, const uint8_t* x, int n, int h, int
         // the threads. (Unpacking every layer up front wrote ResNet-50's 40 MB of int8 panels
         // to memory and read them back: w4 was 10% slower than w8 at batch 1.)
         const int K = o.K(), nbs = (o.out + 15) / 16;
-        const size_t packed_stride = size_t(K / 4) * 8 * size_t(o.bits), stride = size_t(K) * 16;
-        int8_t* u = sized(s.w8, size_t(nbs) * stride);
+        const size_t packed_stride = qgemm_packed_panels_bytes(16, K, o.bits), stride = qgemm_panels_bytes(16, K);
+        int8_t* u = sized(s.w8, qgemm_panels_bytes(o.out, K));
         const auto* packed = reinterpret_cast<const uint8_t*>(o.panels.data());
 #pragma omp parallel for schedule(static) num_threads(inner) if (inner > 1 && nbs > 1)
         for (int nb = 0; nb < nbs; ++nb)
