@@ -6,9 +6,13 @@
 // milliseconds per batch, images/s, GMAC/s (multiply-accumulates of the convs and linears per
 // image, from the layers' own counts) and the runtime's resident weight bytes per width.
 // Prints one JSON object. Usage: bench_deploy_imagenet [--quick] [--models resnet18,resnet50,...]
+// With --profile: the runtime's per-step times of one model, width, thread count and batch
+// (RuntimeOptions::profile), as a text table, e.g.
+//   bench_deploy_imagenet --profile --models resnet50 --bits 8 --threads 1 --batch 16 --reps 5
 #include <torch/torch.h>
 
 #include <chrono>
+#include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -41,21 +45,61 @@ double median_ms(F&& fn, int reps) {
   return t[t.size() / 2];
 }
 
+// The per-step profile of `rt` over `reps` calls of `batch` images (after one warm-up call).
+void print_profile(deploy::Runtime& rt, int batch, int reps) {
+  std::vector<float> x(size_t(batch) * 3 * 224 * 224), logits(size_t(batch) * 1000);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float((i * 2654435761u) % 1000) / 500.0f - 1.0f;
+  rt.forward(x.data(), batch, 224, 224, logits.data());
+  rt.reset_profile();
+  const double t0 = now_ms();
+  for (int r = 0; r < reps; ++r) rt.forward(x.data(), batch, 224, 224, logits.data());
+  const double wall = (now_ms() - t0) / reps;
+  double total = 0;
+  const auto prof = rt.profile();
+  for (const auto& p : prof) total += p.thread_ms;
+  std::printf("%-8s %-6s %-8s %s\n", "ms/img", "%", "GMAC/s", "step");
+  for (const auto& p : prof) {
+    if (p.images == 0) continue;
+    const double ms = p.thread_ms / double(p.images);
+    std::printf("%8.3f %5.1f%% ", ms, 100.0 * p.thread_ms / total);
+    if (p.macs > 0) std::printf("%8.1f ", double(p.macs) / ms / 1e6);
+    else std::printf("%8s ", "");
+    std::printf("%s\n", p.step.c_str());
+  }
+  std::printf("wall %.2f ms per call of %d images (%.3f ms/img); steps summed over threads %.3f ms/img\n", wall,
+              batch, wall / batch, total / reps / batch);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false;
+  bool quick = false, profile = false;
+  int pbits = 8, pthreads = 1, pbatch = 16, preps = 5, ptile = 0;
   std::vector<std::string> names = {"resnet18", "resnet50", "mobilenetv2"};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
+    auto num = [&](int& v) {
+      if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
+      v = std::stoi(argv[++i]);
+    };
     if (a == "--quick") quick = true;
+    else if (a == "--profile") profile = true;
+    else if (a == "--bits") num(pbits);
+    else if (a == "--threads") num(pthreads);
+    else if (a == "--batch") num(pbatch);
+    else if (a == "--reps") num(preps);
+    else if (a == "--tile") num(ptile);
     else if (a == "--models" && i + 1 < argc) {
       names.clear();
       std::stringstream ss(argv[++i]);
       for (std::string n; std::getline(ss, n, ',');) names.push_back(n);
     } else {
       std::cerr << "usage: bench_deploy_imagenet [--quick] [--models resnet18,resnet50,mobilenetv2]\n"
-                   "  Prints one JSON object of timings (stderr: one line per row).\n";
+                   "  Prints one JSON object of timings (stderr: one line per row).\n"
+                   "       bench_deploy_imagenet --profile [--models M] [--bits 8] [--threads 1] [--batch 16]\n"
+                   "                             [--reps 5] [--tile T]\n"
+                   "  Prints the runtime's per-step times of the first model (ms per image, share,\n"
+                   "  GMAC/s of conv/linear steps).\n";
       return a == "--help" || a == "-h" ? 0 : 2;
     }
   }
@@ -78,6 +122,17 @@ int main(int argc, char** argv) {
     }
     model->eval();
     const auto master = deploy::export_model(*model, spec);
+    if (profile) {
+      deploy::RuntimeOptions ro;
+      ro.threads = pthreads;
+      ro.profile = true;
+      if (ptile > 0) ro.tile = ptile;
+      deploy::Runtime rt(deploy::switch_uniform(master, pbits), ro);
+      std::printf("%s w%d, %d thread(s), batch %d, %d calls, GEMM path %s\n", name.c_str(), pbits, pthreads, pbatch,
+                  preps, deploy::qgemm_isa_name(rt.isa()));
+      print_profile(rt, pbatch, preps);
+      return 0;
+    }
     // FP32 reference model and the per-image MACs from the layers' own counts.
     nn::apply_bits(*model, nn::BitConfig::uniform(nn::kFloatBits));
     model->forward(torch::randn({1, 3, 224, 224}));

@@ -102,23 +102,24 @@ void BM_ShortK(benchmark::State& state, bool pairs) {
       benchmark::Counter(double(M) * N * K / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
-// The full-precision rows (float_conv.h) on ResNet's 7x7 stride-2 stem: one 224x224 image's
-// im2col rows (M = 112 * 112, K = 7 * 7 * 3, N = 64), weights floats widened to double as the
-// runtime's. Compare the GMAC/s of the AVX2 and AVX-512 rows.
+// The full-precision conv (float_conv.h) on ResNet's 7x7 stride-2 stem as the runtime calls it:
+// one 224x224x3 NHWC image, padding 3, 64 output channels (M = 112 * 112, K = 7 * 7 * 3), the
+// rows built from the image per block (fconv_conv). Compare the GMAC/s of the AVX2 and AVX-512
+// paths.
 void BM_FpStem(benchmark::State& state, QgemmIsa isa) {
   if (!qgemm_isa_supported(isa)) {
     state.SkipWithError("ISA not supported by this CPU");
     return;
   }
-  constexpr int M = 112 * 112, K = 147, N = 64;
+  constexpr int H = 224, M = 112 * 112, K = 147, N = 64;
   std::mt19937 rng(2);
   std::normal_distribution<float> nf(0.0f, 1.0f);
-  std::vector<float> A(size_t(M) * K), y(size_t(M) * N);
-  std::vector<double> wt(size_t(K) * N);
-  for (auto& a : A) a = nf(rng);
-  for (auto& w : wt) w = double(nf(rng) * 0.05f);
+  std::vector<float> x(size_t(H) * H * 3), y(size_t(M) * N), wt(size_t(K) * N);
+  for (auto& a : x) a = nf(rng);
+  for (auto& w : wt) w = nf(rng) * 0.05f;
+  const FconvInput in{x.data(), 1, H, H, 3, 7, 2, 3};
   for (auto _ : state) {
-    fconv_rows(A.data(), M, K, N, wt.data(), nullptr, y.data(), isa);
+    fconv_conv(in, 0, M, N, wt.data(), nullptr, y.data(), isa);
     benchmark::DoNotOptimize(y.data());
   }
   state.counters["GMAC/s"] =

@@ -2,6 +2,7 @@
 #include "bitswitch/deploy/float_conv.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <vector>
 
@@ -9,18 +10,47 @@
 
 namespace bitswitch::deploy {
 
-void fconv_rows_ref(const float* A, int M, int K, int N, const double* wt, const float* bias, float* y) {
+void fconv_rows_ref(const float* A, int M, int K, int N, const float* wt, const float* bias, float* y) {
   for (int m = 0; m < M; ++m) {
     const float* a = A + size_t(m) * K;
     for (int j = 0; j < N; ++j) {
       double s = 0;
-      for (int k = 0; k < K; ++k) s += double(a[k]) * wt[size_t(k) * N + j];
+      for (int k = 0; k < K; ++k) s += double(a[k]) * double(wt[size_t(k) * N + j]);
       y[size_t(m) * N + j] = float(bias ? s + double(bias[j]) : s);
     }
   }
 }
 
 namespace {
+
+// Rows [m0, m0 + mr) of the GEMM's A operand, widened to double into a[0 .. mr * K): the rows of
+// A itself (fconv_rows), or the conv's im2col rows built from its NHWC input (fconv_conv), so the
+// conv's K-wide rows are never written out as floats (7.4 MB per image for ResNet's stem).
+struct DenseRows {
+  const float* A;
+  int K;
+  void operator()(int m0, int mr, double* a) const;
+};
+
+struct ConvRows {
+  FconvInput in;
+  int ho, wo;
+  void operator()(int m0, int mr, double* a) const;
+};
+
+// The definition on rows filled by `fill` (the scalar path).
+template <typename Fill>
+void fconv_ref_rows(const Fill& fill, int M, int K, int N, const float* wt, const float* bias, float* y) {
+  std::vector<double> a(static_cast<size_t>(K));
+  for (int m = 0; m < M; ++m) {
+    fill(m, 1, a.data());
+    for (int j = 0; j < N; ++j) {
+      double s = 0;
+      for (int k = 0; k < K; ++k) s += a[size_t(k)] * double(wt[size_t(k) * N + j]);
+      y[size_t(m) * N + j] = float(bias ? s + double(bias[j]) : s);
+    }
+  }
+}
 
 #if BS_DEPLOY_X86
 #define BS_AVX2 __attribute__((target("avx2,fma")))
@@ -32,8 +62,11 @@ namespace {
 // product of two floats is exact in double and fma(a, w, c) rounds exactly as c + a * w does.
 // The accumulators are named variables (with arrays GCC 12 stores all of them to the stack on
 // every k: 2x slower).
-template <int MR>
-BS_AVX2 void block_avx2(const double* a, int K, int N, const double* w, int ws, int j0, const float* bias, float* y) {
+BS_AVX2 inline __m256d load4(const double* w) { return _mm256_loadu_pd(w); }
+BS_AVX2 inline __m256d load4(const float* w) { return _mm256_cvtps_pd(_mm_loadu_ps(w)); }
+
+template <int MR, typename W>
+BS_AVX2 void block_avx2(const double* a, int K, int N, const W* w, int ws, int j0, const float* bias, float* y) {
   static_assert(MR >= 1 && MR <= 6, "block rows");
   const __m256d z = _mm256_setzero_pd();
   __m256d c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z, c40 = z, c41 = z, c50 = z, c51 = z;
@@ -47,7 +80,7 @@ BS_AVX2 void block_avx2(const double* a, int K, int N, const double* w, int ws, 
     c1 = _mm256_fmadd_pd(av, w1, c1);                            \
   }
   for (int k = 0; k < K; ++k, w += ws) {
-    const __m256d w0 = _mm256_loadu_pd(w), w1 = _mm256_loadu_pd(w + 4);
+    const __m256d w0 = load4(w), w1 = load4(w + 4);
     BS_ROW(0, c00, c01) BS_ROW(1, c10, c11) BS_ROW(2, c20, c21) BS_ROW(3, c30, c31) BS_ROW(4, c40, c41)
     BS_ROW(5, c50, c51)
   }
@@ -65,6 +98,8 @@ BS_AVX2 void block_avx2(const double* a, int K, int N, const double* w, int ws, 
 }
 
 #define BS_AVX512 __attribute__((target("avx512f")))
+BS_AVX512 inline __m512d load8(const double* w) { return _mm512_loadu_pd(w); }
+BS_AVX512 inline __m512d load8(const float* w) { return _mm512_cvtps_pd(_mm256_loadu_ps(w)); }
 
 // The AVX-512 form of block_avx2: rows [0, MR) x columns [j0, j0 + 16), weights
 // w[k * ws + (0..15)], 2 * MR accumulators of 8 doubles, the same per-lane order. Per k it issues
@@ -72,9 +107,8 @@ BS_AVX2 void block_avx2(const double* a, int K, int N, const double* w, int ws, 
 // rows. The row's value enters each FMA as an embedded broadcast ({1to8} memory operand), which
 // GCC does not emit for a value used twice: a separate vbroadcastsd per row measured 22.4-22.9
 // against 23.3-24.2 GMAC/s on the stem shape (sequential runs of a scratch program).
-template <int MR>
-BS_AVX512 void block_avx512(const double* a, int K, int N, const double* w, int ws, int j0, const float* bias,
-                            float* y) {
+template <int MR, typename W>
+BS_AVX512 void block_avx512(const double* a, int K, int N, const W* w, int ws, int j0, const float* bias, float* y) {
   static_assert(MR >= 1 && MR <= 8, "block rows");
   const __m512d z = _mm512_setzero_pd();
   __m512d c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z, c30 = z, c31 = z, c40 = z, c41 = z, c50 = z, c51 = z,
@@ -89,7 +123,7 @@ BS_AVX512 void block_avx512(const double* a, int K, int N, const double* w, int 
     __asm__("vfmadd231pd %2%{1to8%}, %1, %0" : "+v"(c1) : "v"(w1), "m"(a##r[k])); \
   }
   for (int k = 0; k < K; ++k, w += ws) {
-    const __m512d w0 = _mm512_loadu_pd(w), w1 = _mm512_loadu_pd(w + 8);
+    const __m512d w0 = load8(w), w1 = load8(w + 8);
     BS_ROW(0, c00, c01) BS_ROW(1, c10, c11) BS_ROW(2, c20, c21) BS_ROW(3, c30, c31) BS_ROW(4, c40, c41)
     BS_ROW(5, c50, c51) BS_ROW(6, c60, c61) BS_ROW(7, c70, c71)
   }
@@ -106,76 +140,231 @@ BS_AVX512 void block_avx512(const double* a, int K, int N, const double* w, int 
   }
 }
 
-using BlockFn = void (*)(const double*, int, int, const double*, int, int, const float*, float*);
-constexpr BlockFn kBlocks[7] = {nullptr,           block_avx2<1>, block_avx2<2>, block_avx2<3>,
-                                block_avx2<4>, block_avx2<5>, block_avx2<6>};
-constexpr BlockFn kBlocks512[9] = {nullptr,          block_avx512<1>, block_avx512<2>, block_avx512<3>, block_avx512<4>,
-                                   block_avx512<5>, block_avx512<6>, block_avx512<7>, block_avx512<8>};
+// Rows [0, MR) x columns [j0, j0 + 32): 4 * MR accumulators of 8 doubles (24 of the 32 registers
+// at MR = 6), the same per-lane order. Per k it loads 4 weight vectors and broadcasts each row's
+// value once into a register for its 4 multiply-adds: 10 loads per 24 multiply-adds, against 18 per
+// 16 in block_avx512 (whose multiply-adds each take the row's value as a memory operand). On the
+// stem's shape (bench_qgemm FpStem, Zen 5): 30 GMAC/s with 16-column blocks.
+template <int MR, typename W>
+BS_AVX512 void block32_avx512(const double* a, int K, int N, const W* w, int ws, int j0, const float* bias,
+                              float* y) {
+  static_assert(MR >= 1 && MR <= 6, "block rows");
+  const __m512d z = _mm512_setzero_pd();
+  __m512d c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z, c20 = z, c21 = z, c22 = z, c23 = z,
+          c30 = z, c31 = z, c32 = z, c33 = z, c40 = z, c41 = z, c42 = z, c43 = z, c50 = z, c51 = z, c52 = z, c53 = z;
+  const double *a0 = a, *a1 = a + std::min(1, MR - 1) * size_t(K), *a2 = a + std::min(2, MR - 1) * size_t(K),
+               *a3 = a + std::min(3, MR - 1) * size_t(K), *a4 = a + std::min(4, MR - 1) * size_t(K),
+               *a5 = a + std::min(5, MR - 1) * size_t(K);
+#define BS_ROW(r)                                   \
+  if constexpr (MR > r) {                           \
+    const __m512d av = _mm512_set1_pd(a##r[k]);     \
+    c##r##0 = _mm512_fmadd_pd(av, w0, c##r##0);     \
+    c##r##1 = _mm512_fmadd_pd(av, w1, c##r##1);     \
+    c##r##2 = _mm512_fmadd_pd(av, w2, c##r##2);     \
+    c##r##3 = _mm512_fmadd_pd(av, w3, c##r##3);     \
+  }
+  for (int k = 0; k < K; ++k, w += ws) {
+    const __m512d w0 = load8(w), w1 = load8(w + 8), w2 = load8(w + 16), w3 = load8(w + 24);
+    BS_ROW(0) BS_ROW(1) BS_ROW(2) BS_ROW(3) BS_ROW(4) BS_ROW(5)
+  }
+#undef BS_ROW
+  const __m512d acc[24] = {c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23,
+                           c30, c31, c32, c33, c40, c41, c42, c43, c50, c51, c52, c53};
+  for (int r = 0; r < MR; ++r)
+    for (int q = 0; q < 4; ++q) {
+      __m512d v = acc[4 * r + q];
+      if (bias) v = _mm512_add_pd(v, _mm512_cvtps_pd(_mm256_loadu_ps(bias + j0 + 8 * q)));
+      _mm256_storeu_ps(y + size_t(r) * N + j0 + 8 * q, _mm512_cvtpd_ps(v));
+    }
+}
 
-// Rows widened to double once per row block, for all its column blocks.
+// The weights of a block as the layer's floats (K x N, row stride N; each load widened) or as
+// a per-call copy in double panels (row stride = the block's width).
+template <typename W>
+using BlockFn = void (*)(const double*, int, int, const W*, int, int, const float*, float*);
+template <typename W>
+constexpr BlockFn<W> kBlocks[7] = {nullptr,          block_avx2<1, W>, block_avx2<2, W>, block_avx2<3, W>,
+                                   block_avx2<4, W>, block_avx2<5, W>, block_avx2<6, W>};
+template <typename W>
+constexpr BlockFn<W> kBlocks32[7] = {nullptr,             block32_avx512<1, W>, block32_avx512<2, W>,
+                                     block32_avx512<3, W>, block32_avx512<4, W>, block32_avx512<5, W>,
+                                     block32_avx512<6, W>};
+template <typename W>
+constexpr BlockFn<W> kBlocks512[9] = {nullptr,           block_avx512<1, W>, block_avx512<2, W>,
+                                      block_avx512<3, W>, block_avx512<4, W>, block_avx512<5, W>,
+                                      block_avx512<6, W>, block_avx512<7, W>, block_avx512<8, W>};
+
 BS_AVX2 void widen_avx2(const float* A, size_t n, double* a) {
   size_t i = 0;
   for (; i + 4 <= n; i += 4) _mm256_storeu_pd(a + i, _mm256_cvtps_pd(_mm_loadu_ps(A + i)));
   for (; i < n; ++i) a[i] = double(A[i]);
 }
 
-// Row blocks of kMr rows: the widest column blocks first (16 with AVX-512, then 8), the last
-// N % 8 columns in the reference's order. With AVX-512 and enough rows to pay for it, the
-// 16-column blocks read their weights from a copy made per call in panel order ([N/16][K][16]:
-// each k's 16 weights in one 128-byte run, a sequential stream) instead of rows N doubles apart.
-template <bool kWide>
-void fconv_blocks(const float* A, int M, int K, int N, const double* wt, const float* bias, float* y) {
-  constexpr int kMr = kWide ? 8 : 6;
-  std::vector<double> a(size_t(kMr) * K);  // rows m0 .. m0 + mr, widened once for all column blocks
-  const int n16 = kWide ? N / 16 * 16 : 0, n8 = N / 8 * 8;
+// Columns [n32, N) of rows a (mr x K, widened): 16-column AVX-512 blocks (from `panels` when
+// given), 8-column AVX2 blocks, then the reference's order.
+void fconv_narrow_columns(const double* a, int mr, int K, int N, const float* wt, int n32, int n16, int n8,
+                          const double* panels, const float* bias, float* ym) {
+  for (int j0 = n32; j0 < n16; j0 += 16) {
+    if (panels) kBlocks512<double>[mr](a, K, N, panels + size_t(j0) * K, 16, j0, bias, ym);
+    else kBlocks512<float>[mr](a, K, N, wt + j0, N, j0, bias, ym);
+  }
+  for (int j0 = n16; j0 < n8; j0 += 8) {  // 6-row AVX2 blocks
+    for (int r0 = 0; r0 < mr; r0 += 6)
+      kBlocks<float>[std::min(6, mr - r0)](a + size_t(r0) * K, K, N, wt + j0, N, j0, bias, ym + size_t(r0) * N);
+  }
+  for (int r = 0; r < mr; ++r)  // the last N % 8 columns, in the reference's order
+    for (int j = n8; j < N; ++j) {
+      double s = 0;
+      for (int k = 0; k < K; ++k) s += a[size_t(r) * K + k] * double(wt[size_t(k) * N + j]);
+      ym[size_t(r) * N + j] = float(bias ? s + double(bias[j]) : s);
+    }
+}
+
+// Few rows (the classifier of a small batch: there the weights are the bytes that stream from
+// memory): all N sums of each row kept in a double buffer in L1, the weights read once, row by
+// row in memory order (a sequential stream; the column blocks below read them N floats apart, at a
+// third of this core's read bandwidth for ResNet-50's 2048 x 1000 classifier). Each sum still
+// takes its products in increasing k, one fused multiply-add each (exact products).
+BS_AVX512 void fconv_few_rows_avx512(const double* a, int M, int K, int N, const float* wt, const float* bias,
+                                     float* y, double* acc) {
+  const int n8 = N / 8 * 8;
+  std::fill(acc, acc + size_t(M) * N, 0.0);
+  for (int k = 0; k < K; ++k) {
+    const float* wk = wt + size_t(k) * N;
+    for (int m = 0; m < M; ++m) {
+      const __m512d av = _mm512_set1_pd(a[size_t(m) * K + k]);
+      double* am = acc + size_t(m) * N;
+      for (int j = 0; j < n8; j += 8)
+        _mm512_storeu_pd(am + j, _mm512_fmadd_pd(av, load8(wk + j), _mm512_loadu_pd(am + j)));
+      for (int j = n8; j < N; ++j) am[j] = std::fma(a[size_t(m) * K + k], double(wk[j]), am[j]);
+    }
+  }
+  for (int m = 0; m < M; ++m)
+    for (int j = 0; j < N; ++j) {
+      const double v = acc[size_t(m) * N + j];
+      y[size_t(m) * N + j] = float(bias ? v + double(bias[j]) : v);
+    }
+}
+
+// Row blocks of `mr_max` rows, each filled (widened to double) once for all its column blocks:
+// the widest column blocks first (with AVX-512 32 columns in 6-row blocks, then 16 in 8-row
+// blocks where N has no 32-column block; then 8), the last N % 8 columns in the reference's
+// order. With AVX-512 and enough rows to pay for it, the AVX-512 blocks read their weights from a
+// copy made per call, widened to double, in panel order (each block of columns [j0, j0 + width)
+// as [K][width] at offset j0 * K: each k's weights in one run, a sequential stream); otherwise
+// (few rows: the classifier of a small batch, where the weights are the bytes that stream from
+// memory) straight from the layer's floats.
+template <bool kWide, typename Fill>
+void fconv_blocks(const Fill& fill, int M, int K, int N, const float* wt, const float* bias, float* y) {
+  const int n32 = kWide ? N / 32 * 32 : 0, n16 = kWide ? N / 16 * 16 : 0, n8 = N / 8 * 8;
+  const int mr_max = !kWide ? 6 : n32 > 0 ? 6 : 8;
+  std::vector<double> a(size_t(mr_max) * K);  // rows m0 .. m0 + mr, widened once for all column blocks
   std::vector<double> panels;
-  const bool use_panels = kWide && M >= 4 * kMr && n16 > 0;
+  const bool use_panels = kWide && M >= 4 * mr_max && n16 > 0;
+  if (kWide && !use_panels && N >= 32) {
+    std::vector<double> rows(size_t(M) * K), acc(size_t(M) * N);
+    fill(0, M, rows.data());
+    fconv_few_rows_avx512(rows.data(), M, K, N, wt, bias, y, acc.data());
+    return;
+  }
   if (use_panels) {
     panels.resize(size_t(n16) * K);
-    for (int j0 = 0; j0 < n16; j0 += 16)
+    for (int j0 = 0; j0 < n16;) {
+      const int width = j0 < n32 ? 32 : 16;
       for (int k = 0; k < K; ++k)
-        std::copy_n(wt + size_t(k) * N + j0, 16, panels.data() + (size_t(j0) * K + size_t(k) * 16));
+        for (int q = 0; q < width; ++q)
+          panels[size_t(j0) * K + size_t(k) * width + size_t(q)] = double(wt[size_t(k) * N + j0 + q]);
+      j0 += width;
+    }
   }
-  for (int m0 = 0; m0 < M; m0 += kMr) {
-    const int mr = std::min(kMr, M - m0);
-    widen_avx2(A + size_t(m0) * K, size_t(mr) * K, a.data());
+  for (int m0 = 0; m0 < M; m0 += mr_max) {
+    const int mr = std::min(mr_max, M - m0);
+    fill(m0, mr, a.data());
     float* ym = y + size_t(m0) * N;
-    for (int j0 = 0; j0 < n16; j0 += 16) {
-      if (use_panels) kBlocks512[mr](a.data(), K, N, panels.data() + size_t(j0) * K, 16, j0, bias, ym);
-      else kBlocks512[mr](a.data(), K, N, wt + j0, N, j0, bias, ym);
+    for (int j0 = 0; j0 < n32; j0 += 32) {
+      if (use_panels) kBlocks32<double>[mr](a.data(), K, N, panels.data() + size_t(j0) * K, 32, j0, bias, ym);
+      else kBlocks32<float>[mr](a.data(), K, N, wt + j0, N, j0, bias, ym);
     }
-    for (int j0 = n16; j0 < n8; j0 += 8) {  // 6-row AVX2 blocks
-      for (int r0 = 0; r0 < mr; r0 += 6)
-        kBlocks[std::min(6, mr - r0)](a.data() + size_t(r0) * K, K, N, wt + j0, N, j0, bias, ym + size_t(r0) * N);
-    }
-    for (int r = 0; r < mr; ++r)  // the last N % 8 columns, in the reference's order
-      for (int j = n8; j < N; ++j) {
-        double s = 0;
-        for (int k = 0; k < K; ++k) s += a[size_t(r) * K + k] * wt[size_t(k) * N + j];
-        ym[size_t(r) * N + j] = float(bias ? s + double(bias[j]) : s);
-      }
+    fconv_narrow_columns(a.data(), mr, K, N, wt, n32, n16, n8, use_panels ? panels.data() : nullptr, bias, ym);
   }
 }
 #endif
 
-}  // namespace
+void widen(const float* src, size_t n, double* a) {
+#if BS_DEPLOY_X86
+  if (cpu::features().avx2) {
+    widen_avx2(src, n, a);
+    return;
+  }
+#endif
+  for (size_t i = 0; i < n; ++i) a[i] = double(src[i]);
+}
 
-void fconv_rows(const float* A, int M, int K, int N, const double* wt, const float* bias, float* y, QgemmIsa isa) {
+void DenseRows::operator()(int m0, int mr, double* a) const { widen(A + size_t(m0) * K, size_t(mr) * K, a); }
+
+void ConvRows::operator()(int m0, int mr, double* a) const {
+  const int k = in.kernel, c = in.c;
+  for (int r = 0; r < mr; ++r) {
+    const int m = m0 + r, b = m / (ho * wo), oy = m / wo % ho, ox = m % wo;
+    const int iy0 = oy * in.stride - in.padding, ix0 = ox * in.stride - in.padding;
+    const bool x_inside = ix0 >= 0 && ix0 + k <= in.w;
+    for (int ky = 0; ky < k; ++ky) {
+      const int iy = iy0 + ky;
+      if (iy < 0 || iy >= in.h) {
+        std::fill(a, a + size_t(k) * c, 0.0);
+        a += size_t(k) * c;
+        continue;
+      }
+      const float* row = in.x + (size_t(b) * in.h + iy) * in.w * size_t(c);
+      if (x_inside) {  // the kernel row's k pixels are contiguous in NHWC
+        widen(row + size_t(ix0) * c, size_t(k) * c, a);
+        a += size_t(k) * c;
+        continue;
+      }
+      for (int kx = 0; kx < k; ++kx, a += c) {
+        const int ix = ix0 + kx;
+        if (ix < 0 || ix >= in.w) std::fill(a, a + c, 0.0);
+        else widen(row + size_t(ix) * c, size_t(c), a);
+      }
+    }
+  }
+}
+
+template <typename Fill>
+void fconv_dispatch(const Fill& fill, int M, int K, int N, const float* wt, const float* bias, float* y,
+                    QgemmIsa isa) {
   if (M <= 0 || N <= 0) return;
 #if BS_DEPLOY_X86
   if (isa == QgemmIsa::kAuto) isa = qgemm_auto_isa(/*packed=*/false);
   // AVX-512 blocks where the CPU has them and `isa` allows (kAuto / kAvx512Vnni), else AVX2.
   if (isa != QgemmIsa::kScalar && isa != QgemmIsa::kAvx2 && cpu::features().avx512f) {
-    fconv_blocks<true>(A, M, K, N, wt, bias, y);
+    fconv_blocks<true>(fill, M, K, N, wt, bias, y);
     return;
   }
   if (isa != QgemmIsa::kScalar && cpu::features().avx2 && cpu::features().fma) {
-    fconv_blocks<false>(A, M, K, N, wt, bias, y);
+    fconv_blocks<false>(fill, M, K, N, wt, bias, y);
     return;
   }
 #endif
   (void)isa;
-  fconv_rows_ref(A, M, K, N, wt, bias, y);
+  fconv_ref_rows(fill, M, K, N, wt, bias, y);
+}
+
+}  // namespace
+
+void fconv_rows(const float* A, int M, int K, int N, const float* wt, const float* bias, float* y, QgemmIsa isa) {
+  fconv_dispatch(DenseRows{A, K}, M, K, N, wt, bias, y, isa);
+}
+
+void fconv_conv(const FconvInput& in, int m0, int m1, int N, const float* wt, const float* bias, float* y,
+                QgemmIsa isa) {
+  const int ho = (in.h + 2 * in.padding - in.kernel) / in.stride + 1;
+  const int wo = (in.w + 2 * in.padding - in.kernel) / in.stride + 1;
+  const ConvRows rows{in, ho, wo};
+  const int K = in.kernel * in.kernel * in.c;
+  // Row m of this call is output pixel m0 + m.
+  const auto fill = [&](int r0, int mr, double* a) { rows(m0 + r0, mr, a); };
+  fconv_dispatch(fill, m1 - m0, K, N, wt, bias, y + size_t(m0) * N, isa);
 }
 
 }  // namespace bitswitch::deploy

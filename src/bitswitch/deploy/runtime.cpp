@@ -7,6 +7,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -252,7 +253,7 @@ struct Layer {
   std::vector<int8_t> wpairs;
   int index = 0;              // position in Impl::layers
   std::vector<float> bias_fp; // float layers: bias, added in double
-  std::vector<double> wt;     // float layers: the weights transposed, K x N, in double
+  std::vector<float> wt;      // float layers: the weights transposed, K x N
   std::vector<float> as, bias, alpha, beta;
   std::vector<int32_t> corr;  // signed-input correction (0 for unsigned inputs)
 
@@ -288,11 +289,14 @@ struct Scratch {
   std::vector<std::vector<uint8_t>> slots;
   std::vector<Dims> dims;
   std::vector<uint8_t> col, qin;
-  std::vector<float> fcol, f0;
+  std::vector<float> f0;
   std::vector<int32_t> acc;
   const std::vector<std::vector<int8_t>>* unpacked = nullptr;  // per layer: int8 panels of this call
   std::vector<int8_t> w8;  // one layer's low-bit rows unpacked to int8 rows or pair panels (few images)
   std::vector<const uint8_t*> rows;  // per output pixel: its first input row (panel GEMM)
+  // Profiling runtimes: per step, the milliseconds, images and MACs per image of this call.
+  std::vector<double> step_ms;
+  std::vector<int64_t> step_images, step_macs;
 };
 
 void act_bounds(OpKind k, float& lo, float& hi) {
@@ -339,6 +343,9 @@ struct Runtime::Impl {
   int tile = 4;
   size_t weight_bytes = 0;
   bool unpack_in_gemm = false;
+  bool profile = false;
+  mutable std::mutex prof_mutex;
+  mutable std::vector<StepProfile> prof;  // per step, then "unpack"
   bool panels_unpack_in_gemm() const { return unpack_in_gemm && qgemm_packed_panels_supported(); }
 
   void prepare(const Artifact& a);
@@ -419,6 +426,7 @@ struct Runtime::Impl {
                 const std::function<void(int, int)>& epilogue) const;
   void run_layer(const Step& st, int n, Scratch& s, int inner) const;
   void forward_tile(const float* x_nchw, int n, int h, int w, float* logits, Scratch& s, int inner) const;
+  void run_step(const Step& st, const float* x_nchw, int n, int h, int w, Scratch& s, int inner) const;
 };
 
 void Runtime::Impl::gemm_int(const Layer& o, const uint8_t* x, int n, int h, int w, Scratch& s, int inner,
@@ -592,17 +600,14 @@ void Runtime::Impl::run_layer(const Step& st, int n, Scratch& s, int inner) cons
   } else {
     BS_CHECK(!values[size_t(vin)].codes, "node '", o.name, "': a full-precision layer reads codes");
     const float* x = reinterpret_cast<const float*>(in_bytes);
-    const float* A = x;
     const int K = o.K();
-    if (!(o.kernel == 1 && o.stride == 1 && o.padding == 0)) {
-      float* col = sized(s.fcol, size_t(M) * K);
-      im2col(x, n, h, w, o.in, o.kernel, o.stride, o.padding, 0.0f, col);
-      A = col;
-    }
     float* y0 = sized(s.f0, size_t(M) * N);
     const float* bias = o.bias_fp.empty() ? nullptr : o.bias_fp.data();
+    const bool dense = o.kernel == 1 && o.stride == 1 && o.padding == 0;
+    const FconvInput fin{x, n, h, w, o.in, o.kernel, o.stride, o.padding};
     parallel_rows(M, inner, [&](int r0, int r1) {
-      fconv_rows(A + size_t(r0) * K, r1 - r0, K, N, o.wt.data(), bias, y0 + size_t(r0) * N, isa);
+      if (dense) fconv_rows(x + size_t(r0) * K, r1 - r0, K, N, o.wt.data(), bias, y0 + size_t(r0) * N, isa);
+      else fconv_conv(fin, r0, r1, N, o.wt.data(), bias, y0, isa);
     });
     if (other) {
       if (yq) epilogue_flt<true, true>(y0, M, N, e, other, q, yf, yq);
@@ -712,8 +717,8 @@ void Runtime::Impl::prepare(const Artifact& a) {
       o.bias_fp = l.bias;
       o.wt.resize(wf.size());
       for (int r = 0; r < o.out; ++r)
-        for (int k = 0; k < K; ++k) o.wt[size_t(k) * o.out + r] = double(wf[size_t(r) * K + k]);
-      weight_bytes += o.wt.size() * sizeof(double);
+        for (int k = 0; k < K; ++k) o.wt[size_t(k) * o.out + r] = wf[size_t(r) * K + k];
+      weight_bytes += o.wt.size() * sizeof(float);
     }
     o.index = int(layers.size());
     layer_of_node[nd.name] = o.index;
@@ -913,11 +918,44 @@ void global_avg_pool(const float* x, int n, int hw, int c, float* y) {
 void Runtime::Impl::forward_tile(const float* x_nchw, int n, int h, int w, float* logits, Scratch& s, int inner) const {
   s.slots.resize(size_t(num_slots));
   s.dims.assign(graph.nodes.size(), Dims());
+  if (profile) {
+    s.step_ms.assign(steps.size(), 0.0);
+    s.step_images.assign(steps.size(), 0);
+    s.step_macs.assign(steps.size(), 0);
+  }
+  for (size_t si = 0; si < steps.size(); ++si) {
+    const Step& st = steps[si];
+    const auto t0 = profile ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
+    run_step(st, x_nchw, n, h, w, s, inner);
+    if (profile) {
+      s.step_ms[si] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      s.step_images[si] += n;
+      if (st.kind == StepKind::kLayer) {
+        const Dims d = s.dims[size_t(st.value)];
+        s.step_macs[si] = int64_t(d.h) * d.w * d.c * layers[size_t(st.layer)].K();
+      }
+    }
+  }
+  const Dims d = s.dims[size_t(output)];
+  BS_CHECK(d.c == num_classes && d.h == 1 && d.w == 1 && !values[size_t(output)].codes, "runtime: output '",
+           graph.output, "' is not ", num_classes, " logits per image");
+  std::memcpy(logits, s.slots[size_t(values[size_t(output)].slot)].data(), sizeof(float) * size_t(n) * d.c);
+  if (profile) {
+    std::lock_guard<std::mutex> lock(prof_mutex);
+    for (size_t si = 0; si < steps.size(); ++si) {
+      prof[si].thread_ms += s.step_ms[si];
+      prof[si].images += s.step_images[si];
+      prof[si].macs = s.step_macs[si];
+    }
+  }
+}
+
+void Runtime::Impl::run_step(const Step& st, const float* x_nchw, int n, int h, int w, Scratch& s, int inner) const {
   auto fbuf = [&](int v, size_t elems) {
     return reinterpret_cast<float*>(sized(s.slots[size_t(values[size_t(v)].slot)], elems * sizeof(float)));
   };
   auto fin = [&](int v) { return reinterpret_cast<const float*>(s.slots[size_t(values[size_t(v)].slot)].data()); };
-  for (const Step& st : steps) {
+  {
     const Dims d = st.in.empty() ? Dims() : s.dims[size_t(st.in[0])];
     const size_t elems = size_t(n) * d.h * d.w * d.c;
     const std::string& name = st.fused.front();
@@ -983,10 +1021,6 @@ void Runtime::Impl::forward_tile(const float* x_nchw, int n, int h, int w, float
         break;
     }
   }
-  const Dims d = s.dims[size_t(output)];
-  BS_CHECK(d.c == num_classes && d.h == 1 && d.w == 1 && !values[size_t(output)].codes, "runtime: output '",
-           graph.output, "' is not ", num_classes, " logits per image");
-  std::memcpy(logits, fin(output), sizeof(float) * size_t(n) * d.c);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1031,6 +1065,8 @@ Runtime::Runtime(const Artifact& model, RuntimeOptions options) : impl_(std::mak
   impl_->unpack_in_gemm = options.unpack_in_gemm;
   BS_CHECK(options.tile >= 1, "runtime tile must be >= 1");
   impl_->tile = options.tile;
+  impl_->profile = options.profile;
+  if (impl_->profile) reset_profile();
 }
 
 Runtime::~Runtime() = default;
@@ -1063,6 +1099,20 @@ std::vector<std::string> Runtime::plan() const {
   return out;
 }
 
+std::vector<StepProfile> Runtime::profile() const {
+  std::lock_guard<std::mutex> lock(impl_->prof_mutex);
+  return impl_->prof;
+}
+
+void Runtime::reset_profile() {
+  const std::vector<std::string> lines = plan();
+  std::lock_guard<std::mutex> lock(impl_->prof_mutex);
+  impl_->prof.assign(lines.size() + 1, StepProfile());
+  for (size_t i = 0; i < lines.size(); ++i) impl_->prof[i].step = lines[i];
+  impl_->prof.back().step = "unpack";
+  if (!impl_->profile) impl_->prof.clear();
+}
+
 std::vector<float> Runtime::forward(const float* images, int n, int height, int width) const {
   std::vector<float> logits(size_t(n) * size_t(num_classes()));
   forward(images, n, height, width, logits.data());
@@ -1082,7 +1132,13 @@ void Runtime::forward(const float* images, int n, int height, int width, float* 
   const Impl::MemoryLease lease(im);
   Impl::CallMemory* mem = lease.mem.get();
   mem->scratch.resize(size_t(T));
+  const auto t0 = std::chrono::steady_clock::now();
   im.unpack_all(/*rows=*/!few, mem->unpacked);
+  if (im.profile) {
+    std::lock_guard<std::mutex> lock(im.prof_mutex);
+    im.prof.back().thread_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    im.prof.back().images += n;
+  }
   for (auto& s : mem->scratch) s.unpacked = &mem->unpacked;
   if (few) {
     // Few images: one tile at a time, GEMM rows split over the threads.

@@ -37,6 +37,17 @@ struct RuntimeOptions {
   // by its tiles; with unpack_in_gemm the GEMM unpacks them inside its K loop instead (less
   // memory, slower: on Zen 4 with VBMI, and on AVX2 where it costs ~1.3-1.5x at ImageNet shapes).
   bool unpack_in_gemm = false;
+  // Time every step of the plan (two clock reads per step and tile); read with Runtime::profile().
+  bool profile = false;
+};
+
+// One step of the plan as timed by a profiling runtime (RuntimeOptions::profile), summed over the
+// forward calls since the runtime was made or last reset.
+struct StepProfile {
+  std::string step;      // the plan line of the step (Runtime::plan())
+  int64_t macs = 0;      // multiply-accumulates per image (conv/linear steps; 0 for the others)
+  double thread_ms = 0;  // wall time summed over the threads that ran the step
+  int64_t images = 0;    // images the step ran on
 };
 
 // Throws bitswitch::Error naming the layer and the reason when `a` holds something the runtime
@@ -65,6 +76,11 @@ class Runtime {
   size_t weight_bytes() const;   // resident weight bytes (codes, packed codes, FP weights)
   // The execution plan, one line per step (fused nodes, value kinds, buffers).
   std::vector<std::string> plan() const;
+  // Per-step times of the calls so far (empty unless made with RuntimeOptions::profile), and
+  // the time of the calls' other work (unpacking low-bit weights for many-images calls) as a last
+  // entry named "unpack"; reset_profile() zeroes them.
+  std::vector<StepProfile> profile() const;
+  void reset_profile();
 
  private:
   struct Impl;
