@@ -74,7 +74,8 @@ void print_profile(deploy::Runtime& rt, int batch, int reps) {
 
 int main(int argc, char** argv) {
   bool quick = false, profile = false;
-  int pbits = 8, pthreads = 1, pbatch = 16, preps = 5, ptile = 0;
+  int pbits = 8, pthreads = 1, pbatch = 16, preps = 5;
+  std::vector<int> ptiles;
   std::vector<std::string> names = {"resnet18", "resnet50", "mobilenetv2"};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -88,7 +89,10 @@ int main(int argc, char** argv) {
     else if (a == "--threads") num(pthreads);
     else if (a == "--batch") num(pbatch);
     else if (a == "--reps") num(preps);
-    else if (a == "--tile") num(ptile);
+    else if (a == "--tile" && i + 1 < argc) {
+      std::stringstream ss(argv[++i]);
+      for (std::string t; std::getline(ss, t, ',');) ptiles.push_back(std::stoi(t));
+    }
     else if (a == "--models" && i + 1 < argc) {
       names.clear();
       std::stringstream ss(argv[++i]);
@@ -97,9 +101,10 @@ int main(int argc, char** argv) {
       std::cerr << "usage: bench_deploy_imagenet [--quick] [--models resnet18,resnet50,mobilenetv2]\n"
                    "  Prints one JSON object of timings (stderr: one line per row).\n"
                    "       bench_deploy_imagenet --profile [--models M] [--bits 8] [--threads 1] [--batch 16]\n"
-                   "                             [--reps 5] [--tile T]\n"
+                   "                             [--reps 5] [--tile T[,T2,...]]\n"
                    "  Prints the runtime's per-step times of the first model (ms per image, share,\n"
-                   "  GMAC/s of conv/linear steps).\n";
+                   "  GMAC/s of conv/linear steps); with several tiles (images per working tile),\n"
+                   "  instead the median and best ms per call of each, their calls alternating.\n";
       return a == "--help" || a == "-h" ? 0 : 2;
     }
   }
@@ -122,11 +127,38 @@ int main(int argc, char** argv) {
     }
     model->eval();
     const auto master = deploy::export_model(*model, spec);
+    if (profile && ptiles.size() > 1) {
+      const auto art = deploy::switch_uniform(master, pbits);
+      std::vector<std::unique_ptr<deploy::Runtime>> rts;
+      for (int t : ptiles) {
+        deploy::RuntimeOptions ro;
+        ro.threads = pthreads;
+        ro.tile = t;
+        rts.push_back(std::make_unique<deploy::Runtime>(art, ro));
+      }
+      std::vector<float> x(size_t(pbatch) * 3 * 224 * 224), logits(size_t(pbatch) * 1000);
+      for (size_t i = 0; i < x.size(); ++i) x[i] = float((i * 2654435761u) % 1000) / 500.0f - 1.0f;
+      std::vector<std::vector<double>> ms(rts.size());
+      for (int r = 0; r <= preps; ++r)
+        for (size_t k = 0; k < rts.size(); ++k) {
+          const double t0 = now_ms();
+          rts[k]->forward(x.data(), pbatch, 224, 224, logits.data());
+          if (r > 0) ms[k].push_back(now_ms() - t0);  // call 0 warms up
+        }
+      std::printf("%s w%d, %d thread(s), batch %d, %d alternating calls per tile\n", name.c_str(), pbits, pthreads,
+                  pbatch, preps);
+      for (size_t k = 0; k < rts.size(); ++k) {
+        std::sort(ms[k].begin(), ms[k].end());
+        std::printf("tile %d: median %.2f ms, best %.2f ms per call\n", ptiles[k], ms[k][ms[k].size() / 2],
+                    ms[k].front());
+      }
+      return 0;
+    }
     if (profile) {
       deploy::RuntimeOptions ro;
       ro.threads = pthreads;
       ro.profile = true;
-      if (ptile > 0) ro.tile = ptile;
+      if (!ptiles.empty()) ro.tile = ptiles.front();
       deploy::Runtime rt(deploy::switch_uniform(master, pbits), ro);
       std::printf("%s w%d, %d thread(s), batch %d, %d calls, GEMM path %s\n", name.c_str(), pbits, pthreads, pbatch,
                   preps, deploy::qgemm_isa_name(rt.isa()));

@@ -126,6 +126,25 @@ void BM_FpStem(benchmark::State& state, QgemmIsa isa) {
       benchmark::Counter(double(M) * N * K / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// The full-precision classifier rows (float_conv.h) of ResNet-50 (K = 2048, N = 1000) for M
+// images: few rows, where the 8 MB of float weights stream from memory once per call.
+void BM_FpClassifier(benchmark::State& state) {
+  const int M = int(state.range(0)), K = 2048, N = 1000;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nf(0.0f, 1.0f);
+  std::vector<float> A(size_t(M) * K), y(size_t(M) * N), wt(size_t(K) * N);
+  for (auto& a : A) a = nf(rng);
+  for (auto& w : wt) w = nf(rng) * 0.05f;
+  for (auto _ : state) {
+    fconv_rows(A.data(), M, K, N, wt.data(), nullptr, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.counters["GMAC/s"] =
+      benchmark::Counter(double(M) * N * K / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["weight_GB/s"] =
+      benchmark::Counter(double(K) * N * sizeof(float) / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void short_k_shapes(benchmark::internal::Benchmark* b) {
   for (const auto& s : std::vector<std::vector<int64_t>>{
            {3136, 96, 16}, {3136, 256, 64}, {784, 512, 128}, {784, 128, 512}, {784, 128, 576}, {196, 256, 1152}})
@@ -138,6 +157,7 @@ BENCHMARK_CAPTURE(BM_ShortK, rows_avx2, false)->Apply(short_k_shapes)->Unit(benc
 BENCHMARK_CAPTURE(BM_ShortK, pairs_avx2, true)->Apply(short_k_shapes)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_FpStem, avx2, QgemmIsa::kAvx2)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_FpStem, avx512, QgemmIsa::kAvx512Vnni)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_FpClassifier)->Arg(1)->Arg(4)->Arg(16)->Arg(32)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_QgemmRef)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_Qgemm, avx2, QgemmIsa::kAvx2)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_Qgemm, avx512vnni, QgemmIsa::kAvx512Vnni)->Unit(benchmark::kMillisecond);

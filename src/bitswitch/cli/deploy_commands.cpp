@@ -95,7 +95,7 @@ deploy::QgemmIsa parse_isa(const std::string& s) {
 struct InferCommand {
   std::string input, data_dir, dataset, isa = "auto", verify;
   WidthChoice widths;
-  int threads = 0, batch = 64, tile = 4, image_size = 0, workers = 2;
+  int threads = 0, batch = 64, tile = 0, image_size = 0, workers = 2;
   bool unpack_in_gemm = false;
   int64_t test_limit = 0;
   void add(CLI::App& app) {
@@ -111,7 +111,8 @@ struct InferCommand {
                    "the training run's, else 224)");
     app.add_option("--workers", workers, "imagefolder: JPEG decoding threads")->check(CLI::PositiveNumber);
     app.add_option("--isa", isa, "GEMM path: auto, scalar, avx2, avx512vnni");
-    app.add_option("--tile", tile, "images per working tile of one thread")->check(CLI::PositiveNumber);
+    app.add_option("--tile", tile, "images per working tile of one thread (0: by the image size, 4 for small images, 1 from 224x224)")
+        ->check(CLI::NonNegativeNumber);
     app.add_flag("--unpack-in-gemm", unpack_in_gemm, "unpack low-bit weights inside the GEMM loop (needs AVX-512 VBMI)");
     app.add_option("--verify", verify,
                    "checkpoint the artifact was exported from: also run its LibTorch model (integer-exact "

@@ -120,6 +120,11 @@ void im2col(const T* x, int n, int h, int w, int c, int k, int stride, int paddi
 //   v = clamp(v, lo1, hi1)            (ReLU: [0, inf), ReLU6: [0, 6], none: (-inf, inf))
 //   v = v + other; v = clamp(v, lo2, hi2)   (a fused residual add, then its activation)
 //   out = v, or the next layer's code of v.
+// What an epilogue writes: floats (yf), the codes of its quantizer (yq), or both (a float value
+// whose integer readers share one quantizer: the residual stream of a ResNet, read as floats by
+// the next add and as codes by the next convolutions).
+constexpr int kOutFloat = 1, kOutCodes = 2, kOutBoth = 3;
+
 struct Epi {
   const float* __restrict as;
   const float* __restrict bias;
@@ -129,7 +134,7 @@ struct Epi {
   float lo1, hi1, lo2, hi2;
 };
 
-template <bool kAdd, bool kCodes>
+template <bool kAdd, int kOut>
 BS_CLONES void epilogue_int(const int32_t* __restrict acc, int M, int N, Epi e, const float* __restrict other,
                             Quant q, float* __restrict yf, uint8_t* __restrict yq) {
   for (int m = 0; m < M; ++m) {
@@ -139,13 +144,13 @@ BS_CLONES void epilogue_int(const int32_t* __restrict acc, int M, int N, Epi e, 
       float v = (float(acc[r + j] + e.corr[j]) * e.as[j] + e.bias[j]) * e.alpha[j] + e.beta[j];
       v = std::min(std::max(v, e.lo1), e.hi1);
       if (kAdd) v = std::min(std::max(v + other[r + j], e.lo2), e.hi2);
-      if (kCodes) yq[r + j] = code_of(v, q);
-      else yf[r + j] = v;
+      if (kOut & kOutCodes) yq[r + j] = code_of(v, q);
+      if (kOut & kOutFloat) yf[r + j] = v;
     }
   }
 }
 
-template <bool kAdd, bool kCodes>
+template <bool kAdd, int kOut>
 BS_CLONES void epilogue_flt(const float* __restrict y0, int M, int N, Epi e, const float* __restrict other, Quant q,
                             float* yf, uint8_t* __restrict yq) {
   for (int m = 0; m < M; ++m) {
@@ -155,8 +160,8 @@ BS_CLONES void epilogue_flt(const float* __restrict y0, int M, int N, Epi e, con
       float v = y0[r + j] * e.alpha[j] + e.beta[j];
       v = std::min(std::max(v, e.lo1), e.hi1);
       if (kAdd) v = std::min(std::max(v + other[r + j], e.lo2), e.hi2);
-      if (kCodes) yq[r + j] = code_of(v, q);
-      else yf[r + j] = v;
+      if (kOut & kOutCodes) yq[r + j] = code_of(v, q);
+      if (kOut & kOutFloat) yf[r + j] = v;
     }
   }
 }
@@ -170,7 +175,7 @@ BS_CLONES void epilogue_flt(const float* __restrict y0, int M, int N, Epi e, con
 // magic-number rounding (quant::act_code / signed_act_code). The compiler's loop over N channels
 // left rows of 16-31 channels (ResNet-20's first stage; MobileNetV2's 24-channel layers) to its
 // scalar remainder: the epilogue was 37% of ResNet-20's batch-64 profile.
-template <bool kAdd, bool kCodes>
+template <bool kAdd, int kOut>
 BS_TARGET_VNNI void epilogue_int_avx512(const int32_t* __restrict acc, int M, int N, Epi e, const float* __restrict other,
                                         Quant q, float* __restrict yf, uint8_t* __restrict yq) {
   const __m512 lo1 = _mm512_set1_ps(e.lo1), hi1 = _mm512_set1_ps(e.hi1), lo2 = _mm512_set1_ps(e.lo2),
@@ -187,30 +192,29 @@ BS_TARGET_VNNI void epilogue_int_avx512(const int32_t* __restrict acc, int M, in
       v = _mm512_add_ps(_mm512_mul_ps(v, _mm512_maskz_loadu_ps(k, e.alpha + j0)), _mm512_maskz_loadu_ps(k, e.beta + j0));
       v = _mm512_min_ps(hi1, _mm512_max_ps(lo1, v));
       if constexpr (kAdd) v = _mm512_min_ps(hi2, _mm512_max_ps(lo2, _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, other + r))));
-      if constexpr (kCodes) {
+      if constexpr ((kOut & kOutCodes) != 0) {
         __m512 c = _mm512_min_ps(qhi, _mm512_max_ps(qlo, _mm512_mul_ps(v, inv)));
         c = _mm512_sub_ps(_mm512_add_ps(c, magic), magic);
         _mm512_mask_cvtepi32_storeu_epi8(yq + r, k, _mm512_add_epi32(_mm512_cvttps_epi32(c), off));
-      } else {
-        _mm512_mask_storeu_ps(yf + r, k, v);
       }
+      if constexpr ((kOut & kOutFloat) != 0) _mm512_mask_storeu_ps(yf + r, k, v);
     }
 }
 #endif
 
 // epilogue_int_avx512 where `wide` (the runtime's VNNI path) and the CPU build has it, else
 // epilogue_int.
-template <bool kAdd, bool kCodes>
+template <bool kAdd, int kOut>
 void epilogue_int_on(bool wide, const int32_t* acc, int M, int N, const Epi& e, const float* other, const Quant& q,
                      float* yf, uint8_t* yq) {
 #if BS_DEPLOY_X86
   if (wide) {
-    epilogue_int_avx512<kAdd, kCodes>(acc, M, N, e, other, q, yf, yq);
+    epilogue_int_avx512<kAdd, kOut>(acc, M, N, e, other, q, yf, yq);
     return;
   }
 #endif
   (void)wide;
-  epilogue_int<kAdd, kCodes>(acc, M, N, e, other, q, yf, yq);
+  epilogue_int<kAdd, kOut>(acc, M, N, e, other, q, yf, yq);
 }
 
 // Splits [0, rows) over `threads` (OpenMP) when threads > 1.
@@ -279,6 +283,10 @@ struct Value {
   bool codes = false;  // u8 codes of `q` (else float32)
   Quant q;
   int slot = -1;       // buffer
+  // A float value of a layer step whose integer readers share one input quantizer: the step
+  // also writes those codes, into twin_slot (-1: none), and the readers skip their quantize pass.
+  int twin_slot = -1;
+  Quant twin_q;
 };
 
 struct Dims {
@@ -340,7 +348,7 @@ struct Runtime::Impl {
   int output = -1;
   int threads = 1;
   QgemmIsa isa = QgemmIsa::kAuto;
-  int tile = 4;
+  int tile = 0;  // 0: by the image size (RuntimeOptions::tile)
   size_t weight_bytes = 0;
   bool unpack_in_gemm = false;
   bool profile = false;
@@ -560,7 +568,7 @@ void Runtime::Impl::run_layer(const Step& st, int n, Scratch& s, int inner) cons
   const Value& vo = values[size_t(st.value)];
   uint8_t* out_bytes = sized(s.slots[size_t(vo.slot)], size_t(M) * N * (vo.codes ? 1 : sizeof(float)));
   float* yf = vo.codes ? nullptr : reinterpret_cast<float*>(out_bytes);
-  uint8_t* yq = vo.codes ? out_bytes : nullptr;
+  uint8_t* yq = vo.codes ? out_bytes : vo.twin_slot >= 0 ? sized(s.slots[size_t(vo.twin_slot)], size_t(M) * N) : nullptr;
   const float* other = nullptr;
   if (st.add_other >= 0) {
     const Dims d = s.dims[size_t(st.add_other)];
@@ -569,11 +577,14 @@ void Runtime::Impl::run_layer(const Step& st, int n, Scratch& s, int inner) cons
     other = reinterpret_cast<const float*>(s.slots[size_t(values[size_t(st.add_other)].slot)].data());
   }
   const Epi e{o.as.data(), o.bias.data(), o.alpha.data(), o.beta.data(), o.corr.data(), st.lo1, st.hi1, st.lo2, st.hi2};
-  const Quant q = vo.q;
+  const Quant q = vo.codes ? vo.q : vo.twin_q;
   const uint8_t* in_bytes = s.slots[size_t(values[size_t(vin)].slot)].data();
   if (o.integer) {
     const uint8_t* xq = in_bytes;
-    if (!values[size_t(vin)].codes) {
+    const Value& vi = values[size_t(vin)];
+    if (!vi.codes && vi.twin_slot >= 0 && vi.twin_q.same(o.in_q)) {
+      xq = s.slots[size_t(vi.twin_slot)].data();  // the codes its producer wrote beside the floats
+    } else if (!vi.codes) {
       uint8_t* t = sized(s.qin, size_t(n) * h * w * o.in);
       quantize(reinterpret_cast<const float*>(in_bytes), size_t(n) * h * w * o.in, o.in_q, t);
       xq = t;
@@ -586,12 +597,15 @@ void Runtime::Impl::run_layer(const Step& st, int n, Scratch& s, int inner) cons
       uint8_t* c = yq ? yq + size_t(r0) * N : nullptr;
       const int m = r1 - r0;
       const bool wide = isa == QgemmIsa::kAvx512Vnni;
+      const int out = (f ? kOutFloat : 0) | (c ? kOutCodes : 0);
       if (other) {
-        if (yq) epilogue_int_on<true, true>(wide, a, m, N, e, ot, q, f, c);
-        else epilogue_int_on<true, false>(wide, a, m, N, e, ot, q, f, c);
+        if (out == kOutBoth) epilogue_int_on<true, kOutBoth>(wide, a, m, N, e, ot, q, f, c);
+        else if (out == kOutCodes) epilogue_int_on<true, kOutCodes>(wide, a, m, N, e, ot, q, f, c);
+        else epilogue_int_on<true, kOutFloat>(wide, a, m, N, e, ot, q, f, c);
       } else {
-        if (yq) epilogue_int_on<false, true>(wide, a, m, N, e, ot, q, f, c);
-        else epilogue_int_on<false, false>(wide, a, m, N, e, ot, q, f, c);
+        if (out == kOutBoth) epilogue_int_on<false, kOutBoth>(wide, a, m, N, e, ot, q, f, c);
+        else if (out == kOutCodes) epilogue_int_on<false, kOutCodes>(wide, a, m, N, e, ot, q, f, c);
+        else epilogue_int_on<false, kOutFloat>(wide, a, m, N, e, ot, q, f, c);
       }
     };
     sized(s.acc, size_t(M) * N);
@@ -609,12 +623,15 @@ void Runtime::Impl::run_layer(const Step& st, int n, Scratch& s, int inner) cons
       if (dense) fconv_rows(x + size_t(r0) * K, r1 - r0, K, N, o.wt.data(), bias, y0 + size_t(r0) * N, isa);
       else fconv_conv(fin, r0, r1, N, o.wt.data(), bias, y0, isa);
     });
+    const int out = (yf ? kOutFloat : 0) | (yq ? kOutCodes : 0);
     if (other) {
-      if (yq) epilogue_flt<true, true>(y0, M, N, e, other, q, yf, yq);
-      else epilogue_flt<true, false>(y0, M, N, e, other, q, yf, yq);
+      if (out == kOutBoth) epilogue_flt<true, kOutBoth>(y0, M, N, e, other, q, yf, yq);
+      else if (out == kOutCodes) epilogue_flt<true, kOutCodes>(y0, M, N, e, other, q, yf, yq);
+      else epilogue_flt<true, kOutFloat>(y0, M, N, e, other, q, yf, yq);
     } else {
-      if (yq) epilogue_flt<false, true>(y0, M, N, e, other, q, yf, yq);
-      else epilogue_flt<false, false>(y0, M, N, e, other, q, yf, yq);
+      if (out == kOutBoth) epilogue_flt<false, kOutBoth>(y0, M, N, e, other, q, yf, yq);
+      else if (out == kOutCodes) epilogue_flt<false, kOutCodes>(y0, M, N, e, other, q, yf, yq);
+      else epilogue_flt<false, kOutFloat>(y0, M, N, e, other, q, yf, yq);
     }
   }
   s.dims[size_t(st.value)] = Dims{o.linear ? 1 : ho, o.linear ? 1 : wo, N};
@@ -831,9 +848,28 @@ void Runtime::Impl::prepare(const Artifact& a) {
     }
     if (ok && !first) want_set[size_t(v)] = 1, want[size_t(v)] = q;
   }
+  // Float values of layer steps: a codes twin when their integer readers (as the GEMM input) share
+  // one quantizer. twin_slot is set to 0 here as a mark; plan_memory gives the slot.
+  std::vector<char> twin(V, 0);
+  std::vector<Quant> twin_q(V);
+  for (const auto& st : steps) {
+    const int v = st.value;
+    if (st.kind != StepKind::kLayer || want_set[size_t(v)] || v == graph.index(graph.output)) continue;
+    bool ok = true, any = false;
+    Quant q;
+    for (int r : readers[size_t(v)]) {
+      const Step& rs = steps[size_t(r)];
+      if (!(rs.kind == StepKind::kLayer && rs.in[0] == v && layers[size_t(rs.layer)].integer)) continue;
+      const Quant rq = layers[size_t(rs.layer)].in_q;
+      if (any && !rq.same(q)) ok = false;
+      q = rq, any = true;
+    }
+    if (ok && any) twin[size_t(v)] = 1, twin_q[size_t(v)] = q;
+  }
   for (const auto& st : steps) {
     const int v = st.value;
     Value& val = values[size_t(v)];
+    if (twin[size_t(v)]) val.twin_slot = 0, val.twin_q = twin_q[size_t(v)];
     if (st.kind == StepKind::kLayer) val.codes = want_set[size_t(v)];
     else if (st.kind == StepKind::kMaxPool || st.kind == StepKind::kFlatten) val.codes = values[size_t(st.in[0])].codes;
     if (val.codes) val.q = st.kind == StepKind::kLayer ? want[size_t(v)] : values[size_t(st.in[0])].q;
@@ -863,14 +899,23 @@ void Runtime::Impl::plan_memory() {
       if (!free_slots.empty()) slot = free_slots.back(), free_slots.pop_back();
       else slot = num_slots++;
       values[size_t(st.value)].slot = slot;
+      if (values[size_t(st.value)].twin_slot >= 0) {
+        if (!free_slots.empty()) slot = free_slots.back(), free_slots.pop_back();
+        else slot = num_slots++;
+        values[size_t(st.value)].twin_slot = slot;
+      }
       if (last[size_t(st.value)] < 0) last[size_t(st.value)] = int(k);  // read by nobody
     }
+    auto release = [&](const Value& val) {
+      free_slots.push_back(val.slot);
+      if (val.twin_slot >= 0) free_slots.push_back(val.twin_slot);
+    };
     std::set<int> done;
     for (int v : st.in) {
       const int r = root[size_t(v)];
-      if (last[size_t(r)] == int(k) && done.insert(r).second) free_slots.push_back(values[size_t(r)].slot);
+      if (last[size_t(r)] == int(k) && done.insert(r).second) release(values[size_t(r)]);
     }
-    if (st.kind != StepKind::kFlatten && last[size_t(st.value)] == int(k)) free_slots.push_back(values[size_t(st.value)].slot);
+    if (st.kind != StepKind::kFlatten && last[size_t(st.value)] == int(k)) release(values[size_t(st.value)]);
   }
 }
 
@@ -1063,7 +1108,7 @@ Runtime::Runtime(const Artifact& model, RuntimeOptions options) : impl_(std::mak
   }
   // In-GEMM unpacking: the VBMI panel kernel where the CPU has it, else the row GEMM's packed path.
   impl_->unpack_in_gemm = options.unpack_in_gemm;
-  BS_CHECK(options.tile >= 1, "runtime tile must be >= 1");
+  BS_CHECK(options.tile >= 0, "runtime tile must be >= 0 (0: by the image size), not ", options.tile);
   impl_->tile = options.tile;
   impl_->profile = options.profile;
   if (impl_->profile) reset_profile();
@@ -1094,6 +1139,7 @@ std::vector<std::string> Runtime::plan() const {
     }
     const Value& v = impl_->values[size_t(st.value)];
     os << " -> " << (v.codes ? "codes" : "float") << " buf" << v.slot;
+    if (v.twin_slot >= 0) os << " + codes buf" << v.twin_slot;
     out.push_back(os.str());
   }
   return out;
@@ -1126,6 +1172,8 @@ void Runtime::forward(const float* images, int n, int height, int width, float* 
   const size_t in_elems = size_t(im.in_channels) * height * width;
   const size_t out_elems = size_t(im.num_classes);
   const int T = im.threads;
+  const size_t image_bytes = in_elems * sizeof(float);
+  const int tile = im.tile > 0 ? im.tile : int(std::clamp<size_t>((256u << 10) / std::max<size_t>(1, image_bytes), 1, 4));
   // Packed low-bit weights stay packed; for this call they are unpacked once (many images) or
   // layer by layer into the scratch (few images: the row GEMMs' layers).
   const bool few = n < T * 2;
@@ -1143,21 +1191,21 @@ void Runtime::forward(const float* images, int n, int height, int width, float* 
   if (few) {
     // Few images: one tile at a time, GEMM rows split over the threads.
     Scratch& s = mem->scratch[0];
-    for (int b = 0; b < n; b += im.tile) {
-      const int m = std::min(im.tile, n - b);
+    for (int b = 0; b < n; b += tile) {
+      const int m = std::min(tile, n - b);
       im.forward_tile(images + size_t(b) * in_elems, m, height, width, logits + size_t(b) * out_elems, s, T);
     }
     return;
   }
   // Many images: each thread runs whole tiles (no synchronisation inside the network).
-  const int tiles = (n + im.tile - 1) / im.tile;
+  const int tiles = (n + tile - 1) / tile;
   std::string error;
 #pragma omp parallel num_threads(T)
   {
     Scratch& s = mem->scratch[size_t(omp_get_thread_num())];
 #pragma omp for schedule(dynamic, 1)
     for (int t = 0; t < tiles; ++t) {
-      const int b = t * im.tile, m = std::min(im.tile, n - b);
+      const int b = t * tile, m = std::min(tile, n - b);
       try {
         im.forward_tile(images + size_t(b) * in_elems, m, height, width, logits + size_t(b) * out_elems, s, 1);
       } catch (const Error& e) {
