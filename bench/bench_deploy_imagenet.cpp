@@ -104,7 +104,8 @@ int main(int argc, char** argv) {
                    "                             [--reps 5] [--tile T[,T2,...]]\n"
                    "  Prints the runtime's per-step times of the first model (ms per image, share,\n"
                    "  GMAC/s of conv/linear steps); with several tiles (images per working tile),\n"
-                   "  instead the median and best ms per call of each, their calls alternating.\n";
+                   "  instead the median and best ms per call of each and their per-step times side\n"
+                   "  by side, their calls alternating.\n";
       return a == "--help" || a == "-h" ? 0 : 2;
     }
   }
@@ -134,6 +135,7 @@ int main(int argc, char** argv) {
         deploy::RuntimeOptions ro;
         ro.threads = pthreads;
         ro.tile = t;
+        ro.profile = true;
         rts.push_back(std::make_unique<deploy::Runtime>(art, ro));
       }
       std::vector<float> x(size_t(pbatch) * 3 * 224 * 224), logits(size_t(pbatch) * 1000);
@@ -144,6 +146,7 @@ int main(int argc, char** argv) {
           const double t0 = now_ms();
           rts[k]->forward(x.data(), pbatch, 224, 224, logits.data());
           if (r > 0) ms[k].push_back(now_ms() - t0);  // call 0 warms up
+          if (r == 0) rts[k]->reset_profile();
         }
       std::printf("%s w%d, %d thread(s), batch %d, %d alternating calls per tile\n", name.c_str(), pbits, pthreads,
                   pbatch, preps);
@@ -151,6 +154,16 @@ int main(int argc, char** argv) {
         std::sort(ms[k].begin(), ms[k].end());
         std::printf("tile %d: median %.2f ms, best %.2f ms per call\n", ptiles[k], ms[k][ms[k].size() / 2],
                     ms[k].front());
+      }
+      // Per step: ms per image of each tile, side by side.
+      std::vector<std::vector<deploy::StepProfile>> profs;
+      for (const auto& rt : rts) profs.push_back(rt->profile());
+      for (int t : ptiles) std::printf("tile %-4d ", t);
+      std::printf("step (ms per image)\n");
+      for (size_t i = 0; i < profs[0].size(); ++i) {
+        if (profs[0][i].images == 0) continue;
+        for (const auto& p : profs) std::printf("%9.3f ", p[i].thread_ms / double(std::max<int64_t>(1, p[i].images)));
+        std::printf("%s\n", profs[0][i].step.c_str());
       }
       return 0;
     }

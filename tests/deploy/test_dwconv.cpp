@@ -13,8 +13,9 @@ using namespace bitswitch::deploy;
 
 TEST(Dwconv, OptimisedMatchesReferenceOnRandomShapes) {
   std::mt19937 rng(11);
-  for (int trial = 0; trial < 60; ++trial) {
-    const int n = 1 + int(rng() % 3), h = 1 + int(rng() % 13), w = 1 + int(rng() % 13);
+  for (int trial = 0; trial < 120; ++trial) {
+    // Widths up to 40: runs of 3x3 interior pixels in blocks of 8 and their remainders.
+    const int n = 1 + int(rng() % 3), h = 1 + int(rng() % 13), w = 1 + int(rng() % 40);
     const int C = 1 + int(rng() % 70), k = trial % 3 == 0 ? 1 + int(rng() % 5) : 3;
     const int stride = 1 + int(rng() % 2), pad = int(rng() % (k / 2 + 1));
     if (h + 2 * pad < k || w + 2 * pad < k) continue;
