@@ -5,6 +5,9 @@
 // (latency) and batch 16 (throughput), 1 and 2 threads, interleaved in one run. Reports
 // milliseconds per batch, images/s, GMAC/s (multiply-accumulates of the convs and linears per
 // image, from the layers' own counts) and the runtime's resident weight bytes per width.
+// Also at 8 bits the all-integer variant: the same network with first_last_bits 8 and
+// quantize_image, whose first conv (its input the quantized image) and classifier run as integer
+// GEMMs, as torch.ao's quantized models do ("bitswitch_int_all8").
 // Prints one JSON object. Usage: bench_deploy_imagenet [--quick] [--models resnet18,resnet50,...]
 // With --profile: the runtime's per-step times of one model, width, thread count and batch
 // (RuntimeOptions::profile), as a text table, e.g.
@@ -73,7 +76,7 @@ void print_profile(deploy::Runtime& rt, int batch, int reps) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, profile = false;
+  bool quick = false, profile = false, all8_only = false;
   int pbits = 8, pthreads = 1, pbatch = 16, preps = 5;
   std::vector<int> ptiles;
   std::vector<std::string> names = {"resnet18", "resnet50", "mobilenetv2"};
@@ -85,6 +88,7 @@ int main(int argc, char** argv) {
     };
     if (a == "--quick") quick = true;
     else if (a == "--profile") profile = true;
+    else if (a == "--all8") all8_only = true;
     else if (a == "--bits") num(pbits);
     else if (a == "--threads") num(pthreads);
     else if (a == "--batch") num(pbatch);
@@ -101,11 +105,12 @@ int main(int argc, char** argv) {
       std::cerr << "usage: bench_deploy_imagenet [--quick] [--models resnet18,resnet50,mobilenetv2]\n"
                    "  Prints one JSON object of timings (stderr: one line per row).\n"
                    "       bench_deploy_imagenet --profile [--models M] [--bits 8] [--threads 1] [--batch 16]\n"
-                   "                             [--reps 5] [--tile T[,T2,...]]\n"
+                   "                             [--reps 5] [--tile T[,T2,...]] [--all8]\n"
                    "  Prints the runtime's per-step times of the first model (ms per image, share,\n"
                    "  GMAC/s of conv/linear steps); with several tiles (images per working tile),\n"
                    "  instead the median and best ms per call of each and their per-step times side\n"
-                   "  by side, their calls alternating.\n";
+                   "  by side, their calls alternating. --all8: the all-integer network (first_last_bits 8,\n"
+                   "  quantize_image).\n";
       return a == "--help" || a == "-h" ? 0 : 2;
     }
   }
@@ -117,6 +122,7 @@ int main(int argc, char** argv) {
     spec.in_channels = 3;
     spec.num_classes = 1000;
     spec.bits = {8, 6, 4, 2};
+    if (all8_only) spec.first_last_bits = 8, spec.quantize_image = true;
     auto model = models::create_model(spec);
     torch::NoGradGuard ng;
     at::set_num_threads(2);
@@ -187,15 +193,32 @@ int main(int argc, char** argv) {
     json jm = {{"model", name}, {"macs_per_image", macs}, {"runs", json::array()}, {"weight_bytes", json::object()}};
     std::vector<std::pair<int, deploy::Artifact>> switched;
     for (int b : {8, 4, 2}) switched.emplace_back(b, deploy::switch_uniform(master, b));
+    // The all-integer network at 8 bits (its own export: other first/last layers).
+    deploy::Artifact all8;
+    {
+      models::ModelSpec spec8 = spec;
+      spec8.first_last_bits = 8;
+      spec8.quantize_image = true;
+      auto model8 = models::create_model(spec8);
+      model8->train();
+      for (int w : spec8.bits) {
+        nn::apply_bits(*model8, nn::BitConfig::uniform(w));
+        model8->forward(calib);
+      }
+      model8->eval();
+      all8 = deploy::switch_uniform(deploy::export_model(*model8, spec8), 8);
+    }
     for (int threads : {1, 2}) {
       at::set_num_threads(threads);
       std::vector<std::unique_ptr<deploy::Runtime>> rts;
+      deploy::RuntimeOptions ro;
+      ro.threads = threads;
       for (const auto& [b, s] : switched) {
-        deploy::RuntimeOptions ro;
-        ro.threads = threads;
         rts.push_back(std::make_unique<deploy::Runtime>(s, ro));
         jm["weight_bytes"][std::to_string(b)] = rts.back()->weight_bytes();
       }
+      const deploy::Runtime rt_all8(all8, ro);
+      jm["weight_bytes_all8"] = rt_all8.weight_bytes();
       for (int batch : {1, 16}) {
         const auto x = torch::randn({batch, 3, 224, 224});
         const int reps = batch == 1 ? (quick ? 3 : 7) : (quick ? 1 : 3);
@@ -211,6 +234,8 @@ int main(int argc, char** argv) {
         for (size_t k = 0; k < rts.size(); ++k)
           record("bitswitch_int", switched[k].first,
                  median_ms([&] { rts[k]->forward(x.data_ptr<float>(), batch, 224, 224, logits.data()); }, reps));
+        record("bitswitch_int_all8", 8,
+               median_ms([&] { rt_all8.forward(x.data_ptr<float>(), batch, 224, 224, logits.data()); }, reps));
       }
       jm["isa"] = deploy::qgemm_isa_name(rts.front()->isa());
     }

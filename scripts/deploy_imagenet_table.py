@@ -81,7 +81,9 @@ for m in bs["models"]:
     print("|---|---|---|---|---|---|---|")
     rows = []
     for r in m["runs"]:
-        label = "LibTorch FP32" if r["variant"] == "libtorch_fp32" else f"bitswitch int w{r['bits']}"
+        label = ("LibTorch FP32" if r["variant"] == "libtorch_fp32"
+                 else "bitswitch int w8, all-integer (8-bit first/last, quantized image)" if r["variant"] == "bitswitch_int_all8"
+                 else f"bitswitch int w{r['bits']}")
         rows.append((r["threads"], r["batch"], label, r["ms_per_batch"], r["images_per_s"], r["gmac_per_s"]))
     for (mm, variant, t, b), r in tv.items():
         if mm != name:
@@ -94,14 +96,16 @@ for m in bs["models"]:
         pct = 100 * g / (pk * t) if g == g else float("nan")
         print(f"| {label} | {t} | {b} | {ms:.1f} | {ips:.1f} | {g:.1f} | {pct:.0f}% |")
     wb = m["weight_bytes"]
-    print("\nResident weight bytes of the runtime: " + ", ".join(f"w{b}: {int(v):,}" for b, v in sorted(wb.items(), reverse=True)) + "\n")
+    print("\nResident weight bytes of the runtime: " + ", ".join(f"w{b}: {int(v):,}" for b, v in sorted(wb.items(), reverse=True))
+          + (f"; all-integer w8: {int(m['weight_bytes_all8']):,}" if "weight_bytes_all8" in m else "") + "\n")
     # Ratios against the torch.ao engine of this model.
     eng = "torch_ao_int8_qnnpack" if name == "mobilenetv2" else "torch_ao_int8_onednn"
-    for t in (1, 2):
-        for b in (1, 16):
-            ours = next((r for r in m["runs"] if r["variant"] == "bitswitch_int" and r["bits"] == 8 and r["threads"] == t and r["batch"] == b), None)
-            ref = tv.get((name, eng, t, b))
-            if ours and ref and "error" not in ref:
-                print(f"- w8 vs {eng}, {t} thread(s), batch {b}: throughput {ref['ms_per_batch'] / ours['ms_per_batch']:.2f}x, "
-                      f"latency {ours['ms_per_batch'] / ref['ms_per_batch']:.2f}x of theirs")
+    for variant, what in (("bitswitch_int", "w8"), ("bitswitch_int_all8", "all-integer w8")):
+        for t in (1, 2):
+            for b in (1, 16):
+                ours = next((r for r in m["runs"] if r["variant"] == variant and r["bits"] == 8 and r["threads"] == t and r["batch"] == b), None)
+                ref = tv.get((name, eng, t, b))
+                if ours and ref and "error" not in ref:
+                    print(f"- {what} vs {eng}, {t} thread(s), batch {b}: throughput {ref['ms_per_batch'] / ours['ms_per_batch']:.2f}x, "
+                          f"latency {ours['ms_per_batch'] / ref['ms_per_batch']:.2f}x of theirs")
     print()

@@ -105,7 +105,7 @@ TORCH_MODULE(ResBlock);
 class ResNetImpl : public ModelImpl {
  public:
   ResNetImpl(const ModelSpec& spec, const std::array<int, 4>& blocks, bool bottleneck) {
-    conv1 = register_module("conv1", nn::QConv2d(nn::QConv2dOptions(spec.in_channels, 64, 7).stride(2).padding(3).quant(edge_options(spec, false))));
+    conv1 = register_module("conv1", nn::QConv2d(nn::QConv2dOptions(spec.in_channels, 64, 7).stride(2).padding(3).quant(stem_options(spec))));
     bn1 = register_module("bn1", nn::SwitchableBatchNorm2d(64, spec.bits, conv1.ptr()));
     int64_t in = 64;
     for (int s = 0; s < 4; ++s) {
@@ -198,7 +198,7 @@ class MobileNetV2Impl : public ModelImpl {
     };
     const Stage stages[] = {{1, 16, 1, 1}, {6, 24, 2, 2}, {6, 32, 3, 2}, {6, 64, 4, 2},
                             {6, 96, 3, 1}, {6, 160, 3, 2}, {6, 320, 1, 1}};
-    features_->push_back(ConvBn(nn::QConv2dOptions(spec.in_channels, 32, 3).stride(2).padding(1).quant(edge_options(spec, false)),
+    features_->push_back(ConvBn(nn::QConv2dOptions(spec.in_channels, 32, 3).stride(2).padding(1).quant(stem_options(spec)),
                                 spec.bits, Act::kRelu6));
     int64_t in = 32;
     bool signed_in = false;  // the stem's output went through ReLU6

@@ -22,6 +22,10 @@ struct ModelSpec {
   std::vector<int> bits = {8, 6, 4, 2};  // high to low
   // Width of the first conv and last linear: kFloatBits (default, SPEC Sec. 2) or 8.
   int first_last_bits = nn::kFloatBits;
+  // With first_last_bits 8: the first conv's input, the normalised image, quantized too (signed
+  // 8-bit, one learned scale per width, like every activation quantizer), so the whole first
+  // layer is integer and deploys as an integer GEMM. Off: the image stays float.
+  bool quantize_image = false;
   quant::SecondRounding rounding = quant::SecondRounding::kHalfUp;
   bool exact_scale_grad = false;
   quant::Impl impl = quant::Impl::kAuto;

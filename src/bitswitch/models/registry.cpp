@@ -36,6 +36,8 @@ Model create_model(const ModelSpec& spec) {
   nn::check_bit_list(spec.bits, "model bits");
   BS_CHECK(spec.first_last_bits == nn::kFloatBits || spec.first_last_bits == 8,
            "`first_last_bits` must be 32 or 8, got ", spec.first_last_bits);
+  BS_CHECK(!spec.quantize_image || spec.first_last_bits == 8,
+           "`quantize_image` needs `first_last_bits: 8` (a full-precision first conv reads the float image)");
   BS_CHECK(spec.in_channels > 0 && spec.num_classes > 1, "model '", spec.name,
            "': bad in_channels ", spec.in_channels, " or num_classes ", spec.num_classes);
   return it->second(spec);

@@ -15,7 +15,9 @@ Model make_mobilenetv2(const ModelSpec& spec);
 Model make_llama(const ModelSpec& spec);  // models/llama.h
 
 // Quantizer options of the layers that follow the bit config, and of the first conv / last
-// linear (`first_last_bits`; `quantize_input` false for the image input).
+// linear (`first_last_bits`); stem_options: the first conv, on the image (its input quantized,
+// signed, only with `quantize_image`).
 nn::QuantOptions quant_options(const ModelSpec& spec);
 nn::QuantOptions edge_options(const ModelSpec& spec, bool quantize_input);
+nn::QuantOptions stem_options(const ModelSpec& spec);
 }  // namespace bitswitch::models

@@ -57,7 +57,7 @@ TORCH_MODULE(BasicBlock);
 class ResNetCifarImpl : public ModelImpl {
  public:
   ResNetCifarImpl(const ModelSpec& spec, int blocks_per_stage) {
-    stem = register_module("stem", QConv2d(QConv2dOptions(spec.in_channels, 16, 3).padding(1).quant(edge_options(spec, false))));
+    stem = register_module("stem", QConv2d(QConv2dOptions(spec.in_channels, 16, 3).padding(1).quant(stem_options(spec))));
     stem_bn = register_module("stem_bn", SwitchableBatchNorm2d(16, spec.bits, stem.ptr()));
     int64_t in = 16;
     std::shared_ptr<nn::QuantLayer> input = stem.ptr();  // what feeds the next block
@@ -100,7 +100,7 @@ class SmallCnnImpl : public ModelImpl {
  public:
   explicit SmallCnnImpl(const ModelSpec& spec) {
     auto q = quant_options(spec);
-    conv1 = register_module("conv1", QConv2d(QConv2dOptions(spec.in_channels, 32, 3).padding(1).quant(edge_options(spec, false))));
+    conv1 = register_module("conv1", QConv2d(QConv2dOptions(spec.in_channels, 32, 3).padding(1).quant(stem_options(spec))));
     bn1 = register_module("bn1", SwitchableBatchNorm2d(32, spec.bits, conv1.ptr()));
     conv2 = register_module("conv2", QConv2d(QConv2dOptions(32, 64, 3).padding(1).quant(q)));
     bn2 = register_module("bn2", SwitchableBatchNorm2d(64, spec.bits, conv2.ptr()));
@@ -140,6 +140,10 @@ QuantOptions quant_options(const ModelSpec& spec) {
 
 QuantOptions edge_options(const ModelSpec& spec, bool quantize_input) {
   return quant_options(spec).fixed_bits(spec.first_last_bits).quantize_input(quantize_input);
+}
+
+QuantOptions stem_options(const ModelSpec& spec) {
+  return edge_options(spec, spec.quantize_image).signed_input(spec.quantize_image);
 }
 
 Model make_resnet20(const ModelSpec& spec) { return std::make_shared<ResNetCifarImpl>(spec, 3); }

@@ -21,6 +21,7 @@ json spec_to_json(const models::ModelSpec& s) {
               {"num_classes", s.num_classes},
               {"bits", s.bits},
               {"first_last_bits", s.first_last_bits},
+              {"quantize_image", s.quantize_image},
               {"second_rounding", s.rounding == quant::SecondRounding::kFloor ? "floor" : "half-up"},
               {"exact_scale_grad", s.exact_scale_grad},
               {"act_init", s.act_init_mse ? "mse" : "lsq"}};
@@ -36,6 +37,7 @@ models::ModelSpec spec_from_json(const json& j, const std::string& source) {
     s.num_classes = j.at("num_classes").get<int64_t>();
     s.bits = nn::check_bit_list(j.at("bits").get<std::vector<int>>(), source + ": spec.bits");
     s.first_last_bits = j.at("first_last_bits").get<int>();
+    s.quantize_image = j.value("quantize_image", false);  // absent before it existed: off
     s.rounding = j.at("second_rounding").get<std::string>() == "floor" ? quant::SecondRounding::kFloor
                                                                        : quant::SecondRounding::kHalfUp;
     s.exact_scale_grad = j.at("exact_scale_grad").get<bool>();

@@ -183,6 +183,7 @@ const std::vector<std::pair<std::string, Field>>& fields() {
                return json(yaml_as<std::string>(n, "bits", src));  // "8,6,4,2"
              }}},
       BS_FIELD(first_last_bits, int, "width of the first conv and last linear: 32 (FP) or 8"),
+      BS_FIELD(quantize_image, bool, "with first_last_bits 8, quantize the first conv's input (the image) too, signed 8-bit: an all-integer first layer"),
       BS_FIELD(second_rounding, std::string, "second rounding of Double Rounding: half-up or floor"),
       BS_FIELD(exact_scale_grad, bool, "multiply the weight-scale gradient by 2^(h-l)"),
       BS_FIELD(act_init, std::string, "activation-scale init at each width's first step: lsq (2 mean|x| / sqrt(Qp)) or mse"),
@@ -302,6 +303,7 @@ void TrainConfig::merge_json(const json& j, const std::string& source) {
 void TrainConfig::validate() const {
   nn::check_bit_list(bits, "bits");
   BS_CHECK(first_last_bits == 32 || first_last_bits == 8, "first_last_bits must be 32 or 8, got ", first_last_bits);
+  BS_CHECK(!quantize_image || first_last_bits == 8, "quantize_image needs first_last_bits 8 (got ", first_last_bits, ")");
   BS_CHECK(second_rounding == "half-up" || second_rounding == "floor",
            "second_rounding must be half-up or floor, got '", second_rounding, "'");
   BS_CHECK(act_init == "lsq" || act_init == "mse", "act_init must be lsq or mse, got '", act_init, "'");

@@ -18,6 +18,7 @@ struct TrainConfig {
   int image_size = 224;          // imagefolder: crop size (eval resizes to image_size * 8 / 7 first)
   std::vector<int> bits = {8, 6, 4, 2};
   int first_last_bits = 32;      // 32: FP first conv / last linear; 8: at 8 bits
+  bool quantize_image = false;   // with first_last_bits 8: the first conv's image input quantized too
   std::string second_rounding = "half-up";  // or "floor" (plain shift)
   bool exact_scale_grad = false;
   std::string act_init = "lsq";  // activation-scale init: lsq (SPEC) or mse

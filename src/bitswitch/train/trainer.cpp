@@ -49,6 +49,7 @@ models::ModelSpec spec_from_config(const TrainConfig& c, int64_t in_channels, in
   s.num_classes = num_classes;
   s.bits = nn::check_bit_list(c.bits, "bits");
   s.first_last_bits = c.first_last_bits;
+  s.quantize_image = c.quantize_image;
   s.rounding = c.second_rounding == "floor" ? quant::SecondRounding::kFloor : quant::SecondRounding::kHalfUp;
   s.exact_scale_grad = c.exact_scale_grad;
   s.act_init_mse = c.act_init == "mse";
