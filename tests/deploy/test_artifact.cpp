@@ -417,6 +417,32 @@ TEST(Runtime, GemmPathsAgreeBitForBitOnEveryWidth) {
   }
 }
 
+// Tiles of large images (over 256 KiB as floats) run each image alone through the early steps
+// and gather the values live at the point where the rest runs on the whole tile: the logits of a
+// batch equal those of the images run one at a time (a 1-image call runs no tile), for tiles of
+// 4 and 3 images on 1 and 2 threads.
+TEST(Runtime, TilesOfLargeImagesEqualImagesOneAtATime) {
+  constexpr int n = 5, hw = 272;  // 272 x 272 floats: 289 KiB
+  const auto x = random_images(n, hw, hw, 12);
+  for (const std::string arch : {"resnet20", "smallcnn", "tinymbv2"}) {
+    const Artifact s = switch_uniform(random_master(arch, {8, 4}, 13), 4);
+    RuntimeOptions one;
+    one.threads = 1;
+    const Runtime rt1(s, one);
+    std::vector<float> ref;
+    for (int b = 0; b < n; ++b) {
+      const auto l = rt1.forward(x.data() + size_t(b) * hw * hw, 1, hw, hw);
+      ref.insert(ref.end(), l.begin(), l.end());
+    }
+    for (int variant = 0; variant < 3; ++variant) {
+      RuntimeOptions o;
+      o.threads = variant == 2 ? 2 : 1;
+      o.tile = variant == 1 ? 3 : 0;
+      EXPECT_EQ(Runtime(s, o).forward(x.data(), n, hw, hw), ref) << arch << " variant " << variant;
+    }
+  }
+}
+
 // A Runtime keeps its working memory between calls (a pool of scratch sets): calls of other batch
 // sizes in between, and calls from several threads at once, give the logits of a fresh runtime.
 TEST(Runtime, ReusedAndConcurrentCallsGiveTheSameLogits) {

@@ -111,7 +111,7 @@ struct InferCommand {
                    "the training run's, else 224)");
     app.add_option("--workers", workers, "imagefolder: JPEG decoding threads")->check(CLI::PositiveNumber);
     app.add_option("--isa", isa, "GEMM path: auto, scalar, avx2, avx512vnni");
-    app.add_option("--tile", tile, "images per working tile of one thread (0: by the image size, 4 for small images, 1 from 224x224)")
+    app.add_option("--tile", tile, "images per working tile of one thread (0: up to 4, fewer for small batches)")
         ->check(CLI::NonNegativeNumber);
     app.add_flag("--unpack-in-gemm", unpack_in_gemm, "unpack low-bit weights inside the GEMM loop (needs AVX-512 VBMI)");
     app.add_option("--verify", verify,

@@ -303,6 +303,7 @@ struct Scratch {
   std::vector<std::vector<uint8_t>> slots;
   std::vector<Dims> dims;
   std::vector<uint8_t> col, qin, qpad;
+  std::vector<std::vector<uint8_t>> gather;  // per-image runs: the live values of the tile's images
   std::vector<float> f0;
   std::vector<int32_t> acc;
   const std::vector<std::vector<int8_t>>* unpacked = nullptr;  // per layer: int8 panels of this call
@@ -351,6 +352,9 @@ struct Runtime::Impl {
   std::vector<Step> steps;
   std::vector<Value> values;      // by graph node
   int num_slots = 0;
+  // By value: the step computing it (-1: none) and the last step reading it (by its buffer's root;
+  // steps.size() for the output).
+  std::vector<int> value_step, last_read;
   int output = -1;
   int threads = 1;
   QgemmIsa isa = QgemmIsa::kAuto;
@@ -916,6 +920,10 @@ void Runtime::Impl::plan_memory() {
   for (size_t k = 0; k < steps.size(); ++k)
     for (int v : steps[k].in) last[size_t(root[size_t(v)])] = std::max(last[size_t(root[size_t(v)])], int(k));
   last[size_t(root[size_t(output)])] = int(steps.size());
+  value_step.assign(V, -1);
+  for (size_t k = 0; k < steps.size(); ++k) value_step[size_t(steps[k].value)] = int(k);
+  last_read.assign(V, -1);
+  for (size_t v = 0; v < V; ++v) last_read[v] = root[v] == int(v) ? last[v] : -1;
   std::vector<int> free_slots;
   for (size_t k = 0; k < steps.size(); ++k) {
     const Step& st = steps[k];
@@ -995,19 +1003,66 @@ void Runtime::Impl::forward_tile(const float* x_nchw, int n, int h, int w, float
     s.step_images.assign(steps.size(), 0);
     s.step_macs.assign(steps.size(), 0);
   }
-  for (size_t si = 0; si < steps.size(); ++si) {
+  auto timed = [&](size_t si, const float* x, int images) {
     const Step& st = steps[si];
     const auto t0 = profile ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
-    run_step(st, x_nchw, n, h, w, s, inner);
+    run_step(st, x, images, h, w, s, inner);
     if (profile) {
       s.step_ms[si] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      s.step_images[si] += n;
+      s.step_images[si] += images;
       if (st.kind == StepKind::kLayer) {
         const Dims d = s.dims[size_t(st.value)];
         s.step_macs[si] = int64_t(d.h) * d.w * d.c * layers[size_t(st.layer)].K_real();
       }
     }
+  };
+  size_t batched_from = 0;  // steps from here run on the whole tile
+  const size_t image_elems = size_t(in_channels) * h * w;
+  if (n > 1 && image_elems * sizeof(float) > (256u << 10)) {
+    // Large images (224x224x3): each image runs alone through the steps before the first one
+    // whose input is at most 1/1024 of the image's pixels (7x7 at 224x224), so that the
+    // megabyte activations of the early layers stay in the caches between layers; the later
+    // layers, whose weights are the large operand, then run on the whole tile (ResNet-18 at batch
+    // 16, 1 thread, per step: layer4 0.35 ms per image faster with 4 images than with 1, layer1
+    // 0.24 ms slower). The values live across that point are gathered per image.
+    std::vector<int> live;
+    for (int b = 0; b < n; ++b) {
+      const float* xb = x_nchw + size_t(b) * image_elems;
+      size_t si = 0;
+      for (; si < steps.size(); ++si) {
+        if (b > 0 && si == batched_from) break;
+        if (b == 0 && si > 0) {
+          const Step& st = steps[si];
+          const Dims d = st.in.empty() ? Dims() : s.dims[size_t(st.in[0])];
+          if (!st.in.empty() && size_t(d.h) * d.w * 1024 <= size_t(h) * w) break;
+        }
+        timed(si, xb, 1);
+      }
+      if (b == 0) {
+        batched_from = si;
+        for (size_t v = 0; v < values.size(); ++v)
+          if (value_step[v] >= 0 && size_t(value_step[v]) < batched_from && last_read[v] >= int(batched_from))
+            live.push_back(int(v));
+        s.gather.resize(2 * live.size());
+      }
+      for (size_t k = 0; k < live.size(); ++k) {
+        const Value& val = values[size_t(live[k])];
+        const Dims d = s.dims[size_t(live[k])];
+        const size_t elems = size_t(d.h) * d.w * d.c, bytes = elems * (val.codes ? 1 : sizeof(float));
+        std::memcpy(sized(s.gather[2 * k], size_t(n) * bytes) + size_t(b) * bytes, s.slots[size_t(val.slot)].data(),
+                    bytes);
+        if (val.twin_slot >= 0)
+          std::memcpy(sized(s.gather[2 * k + 1], size_t(n) * elems) + size_t(b) * elems,
+                      s.slots[size_t(val.twin_slot)].data(), elems);
+      }
+    }
+    for (size_t k = 0; k < live.size(); ++k) {
+      const Value& val = values[size_t(live[k])];
+      std::swap(s.slots[size_t(val.slot)], s.gather[2 * k]);
+      if (val.twin_slot >= 0) std::swap(s.slots[size_t(val.twin_slot)], s.gather[2 * k + 1]);
+    }
   }
+  for (size_t si = batched_from; si < steps.size(); ++si) timed(si, x_nchw, n);
   const Dims d = s.dims[size_t(output)];
   BS_CHECK(d.c == num_classes && d.h == 1 && d.w == 1 && !values[size_t(output)].codes, "runtime: output '",
            graph.output, "' is not ", num_classes, " logits per image");
@@ -1220,8 +1275,8 @@ void Runtime::forward(const float* images, int n, int height, int width, float* 
   const size_t in_elems = size_t(im.in_channels) * height * width;
   const size_t out_elems = size_t(im.num_classes);
   const int T = im.threads;
-  const size_t image_bytes = in_elems * sizeof(float);
-  const int tile = im.tile > 0 ? im.tile : int(std::clamp<size_t>((256u << 10) / std::max<size_t>(1, image_bytes), 1, 4));
+  // Default tile: up to 4 images, fewer when that would leave a thread without its share.
+  const int tile = im.tile > 0 ? im.tile : std::clamp((n + T - 1) / T, 1, 4);
   // Packed low-bit weights stay packed; for this call they are unpacked once (many images) or
   // layer by layer into the scratch (few images: the row GEMMs' layers).
   const bool few = n < T * 2;

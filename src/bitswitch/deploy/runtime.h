@@ -31,10 +31,11 @@ namespace bitswitch::deploy {
 struct RuntimeOptions {
   int threads = 0;                   // 0: all hardware threads
   QgemmIsa isa = QgemmIsa::kAuto;    // force a GEMM path (tests, benchmarks)
-  // Images per working tile of one thread; 0: by the image size, 256 KiB / (its bytes as floats)
-  // clamped to 1..4: 4 for 28x28 or 32x32x3, 1 for 224x224x3, whose activations of megabytes per
-  // image are then still in the caches when the next layer reads them (ResNet-50 at batch 16 on
-  // one thread, alternating calls: best 292 ms with 1 image per tile, 360 ms with 4).
+  // Images per working tile of one thread; 0: up to 4, fewer when a thread would otherwise go
+  // without its share of the batch. Within a tile of large images (over 256 KiB as floats, e.g.
+  // 224x224x3) each image runs alone through the layers before the first whose input is at most
+  // 1/1024 of the image's pixels (7x7 at 224x224), so their megabyte activations stay in the
+  // caches; the later layers run on the whole tile.
   int tile = 0;
   // Low-bit weights stay bit-packed in memory (in panel order on AVX-512 VNNI + VBMI CPUs, in rows
   // otherwise). By default each inference call unpacks them once into int8 panels or rows shared
