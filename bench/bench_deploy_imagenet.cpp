@@ -49,13 +49,14 @@ double median_ms(F&& fn, int reps) {
 }
 
 // The per-step profile of `rt` over `reps` calls of `batch` images (after one warm-up call).
-void print_profile(deploy::Runtime& rt, int batch, int reps) {
-  std::vector<float> x(size_t(batch) * 3 * 224 * 224), logits(size_t(batch) * 1000);
+void print_profile(deploy::Runtime& rt, int batch, int reps, int size = 224) {
+  std::vector<float> x(size_t(batch) * size_t(rt.in_channels()) * size * size),
+      logits(size_t(batch) * size_t(rt.num_classes()));
   for (size_t i = 0; i < x.size(); ++i) x[i] = float((i * 2654435761u) % 1000) / 500.0f - 1.0f;
-  rt.forward(x.data(), batch, 224, 224, logits.data());
+  rt.forward(x.data(), batch, size, size, logits.data());
   rt.reset_profile();
   const double t0 = now_ms();
-  for (int r = 0; r < reps; ++r) rt.forward(x.data(), batch, 224, 224, logits.data());
+  for (int r = 0; r < reps; ++r) rt.forward(x.data(), batch, size, size, logits.data());
   const double wall = (now_ms() - t0) / reps;
   double total = 0;
   const auto prof = rt.profile();
@@ -77,7 +78,8 @@ void print_profile(deploy::Runtime& rt, int batch, int reps) {
 
 int main(int argc, char** argv) {
   bool quick = false, profile = false, all8_only = false;
-  int pbits = 8, pthreads = 1, pbatch = 16, preps = 5;
+  int pbits = 8, pthreads = 1, pbatch = 16, preps = 5, psize = 0;
+  std::string partifact;
   std::vector<int> ptiles;
   std::vector<std::string> names = {"resnet18", "resnet50", "mobilenetv2"};
   for (int i = 1; i < argc; ++i) {
@@ -89,6 +91,8 @@ int main(int argc, char** argv) {
     if (a == "--quick") quick = true;
     else if (a == "--profile") profile = true;
     else if (a == "--all8") all8_only = true;
+    else if (a == "--artifact" && i + 1 < argc) partifact = argv[++i];
+    else if (a == "--size") num(psize);
     else if (a == "--bits") num(pbits);
     else if (a == "--threads") num(pthreads);
     else if (a == "--batch") num(pbatch);
@@ -110,9 +114,28 @@ int main(int argc, char** argv) {
                    "  GMAC/s of conv/linear steps); with several tiles (images per working tile),\n"
                    "  instead the median and best ms per call of each and their per-step times side\n"
                    "  by side, their calls alternating. --all8: the all-integer network (first_last_bits 8,\n"
-                   "  quantize_image).\n";
+                   "  quantize_image).\n"
+                   "       bench_deploy_imagenet --profile --artifact M.safetensors --size S [--bits 8] [--threads 1]\n"
+                   "                             [--batch 16] [--reps 5]\n"
+                   "  The same profile of any artifact (a master artifact at --bits) on S x S images.\n";
       return a == "--help" || a == "-h" ? 0 : 2;
     }
+  }
+  if (profile && !partifact.empty()) {
+    if (psize <= 0) {
+      std::cerr << "bench_deploy_imagenet: --artifact needs --size (the image side)\n";
+      return 2;
+    }
+    const auto a = deploy::read_artifact(partifact);
+    deploy::RuntimeOptions ro;
+    ro.threads = pthreads;
+    ro.profile = true;
+    if (!ptiles.empty()) ro.tile = ptiles.front();
+    deploy::Runtime rt(a.master ? deploy::switch_uniform(a, pbits) : a, ro);
+    std::printf("%s, %d thread(s), batch %d, %d calls, %dx%d images, GEMM path %s\n", partifact.c_str(), pthreads,
+                pbatch, preps, psize, psize, deploy::qgemm_isa_name(rt.isa()));
+    print_profile(rt, pbatch, preps, psize);
+    return 0;
   }
   torch::manual_seed(0);
   json out = {{"image", {3, 224, 224}}, {"models", json::array()}};

@@ -175,9 +175,13 @@ BS_CLONES void epilogue_flt(const float* __restrict y0, int M, int N, Epi e, con
 // magic-number rounding (quant::act_code / signed_act_code). The compiler's loop over N channels
 // left rows of 16-31 channels (ResNet-20's first stage; MobileNetV2's 24-channel layers) to its
 // scalar remainder: the epilogue was 37% of ResNet-20's batch-64 profile.
-template <bool kAdd, int kOut>
-BS_TARGET_VNNI void epilogue_int_avx512(const int32_t* __restrict acc, int M, int N, Epi e, const float* __restrict other,
+// kFloatIn: the same for epilogue_flt (y0 * alpha + beta from the float results y0 in place of
+// the int32 sums).
+template <bool kAdd, int kOut, bool kFloatIn = false>
+BS_TARGET_VNNI void epilogue_int_avx512(const void* __restrict in, int M, int N, Epi e, const float* __restrict other,
                                         Quant q, float* __restrict yf, uint8_t* __restrict yq) {
+  const int32_t* __restrict acc = static_cast<const int32_t*>(in);
+  const float* __restrict y0 = static_cast<const float*>(in);
   const __m512 lo1 = _mm512_set1_ps(e.lo1), hi1 = _mm512_set1_ps(e.hi1), lo2 = _mm512_set1_ps(e.lo2),
                hi2 = _mm512_set1_ps(e.hi2), inv = _mm512_set1_ps(q.inv), qlo = _mm512_set1_ps(q.offset ? q.lo : 0.0f),
                qhi = _mm512_set1_ps(q.hi), magic = _mm512_set1_ps(12582912.0f);
@@ -186,9 +190,14 @@ BS_TARGET_VNNI void epilogue_int_avx512(const int32_t* __restrict acc, int M, in
     for (int j0 = 0; j0 < N; j0 += 16) {
       const __mmask16 k = N - j0 >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (N - j0)) - 1);
       const size_t r = size_t(m) * N + j0;
-      __m512 v = _mm512_cvtepi32_ps(
-          _mm512_add_epi32(_mm512_maskz_loadu_epi32(k, acc + r), _mm512_maskz_loadu_epi32(k, e.corr + j0)));
-      v = _mm512_add_ps(_mm512_mul_ps(v, _mm512_maskz_loadu_ps(k, e.as + j0)), _mm512_maskz_loadu_ps(k, e.bias + j0));
+      __m512 v;
+      if constexpr (kFloatIn) {
+        v = _mm512_maskz_loadu_ps(k, y0 + r);
+      } else {
+        v = _mm512_cvtepi32_ps(
+            _mm512_add_epi32(_mm512_maskz_loadu_epi32(k, acc + r), _mm512_maskz_loadu_epi32(k, e.corr + j0)));
+        v = _mm512_add_ps(_mm512_mul_ps(v, _mm512_maskz_loadu_ps(k, e.as + j0)), _mm512_maskz_loadu_ps(k, e.bias + j0));
+      }
       v = _mm512_add_ps(_mm512_mul_ps(v, _mm512_maskz_loadu_ps(k, e.alpha + j0)), _mm512_maskz_loadu_ps(k, e.beta + j0));
       v = _mm512_min_ps(hi1, _mm512_max_ps(lo1, v));
       if constexpr (kAdd) v = _mm512_min_ps(hi2, _mm512_max_ps(lo2, _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, other + r))));
@@ -203,7 +212,7 @@ BS_TARGET_VNNI void epilogue_int_avx512(const int32_t* __restrict acc, int M, in
 #endif
 
 // epilogue_int_avx512 where `wide` (the runtime's VNNI path) and the CPU build has it, else
-// epilogue_int.
+// epilogue_int; epilogue_flt_on likewise for float results.
 template <bool kAdd, int kOut>
 void epilogue_int_on(bool wide, const int32_t* acc, int M, int N, const Epi& e, const float* other, const Quant& q,
                      float* yf, uint8_t* yq) {
@@ -215,6 +224,19 @@ void epilogue_int_on(bool wide, const int32_t* acc, int M, int N, const Epi& e, 
 #endif
   (void)wide;
   epilogue_int<kAdd, kOut>(acc, M, N, e, other, q, yf, yq);
+}
+
+template <bool kAdd, int kOut>
+void epilogue_flt_on(bool wide, const float* y0, int M, int N, const Epi& e, const float* other, const Quant& q,
+                     float* yf, uint8_t* yq) {
+#if BS_DEPLOY_X86
+  if (wide) {
+    epilogue_int_avx512<kAdd, kOut, true>(y0, M, N, e, other, q, yf, yq);
+    return;
+  }
+#endif
+  (void)wide;
+  epilogue_flt<kAdd, kOut>(y0, M, N, e, other, q, yf, yq);
 }
 
 // Splits [0, rows) over `threads` (OpenMP) when threads > 1.
@@ -653,14 +675,15 @@ void Runtime::Impl::run_layer(const Step& st, int n, Scratch& s, int inner) cons
         const float* ot = other ? other + off : nullptr;
         float* f = yf ? yf + off : nullptr;
         uint8_t* c = yq ? yq + off : nullptr;
+        const bool wide = isa == QgemmIsa::kAvx512Vnni;
         if (other) {
-          if (out == kOutBoth) epilogue_flt<true, kOutBoth>(y, m, N, e, ot, q, f, c);
-          else if (out == kOutCodes) epilogue_flt<true, kOutCodes>(y, m, N, e, ot, q, f, c);
-          else epilogue_flt<true, kOutFloat>(y, m, N, e, ot, q, f, c);
+          if (out == kOutBoth) epilogue_flt_on<true, kOutBoth>(wide, y, m, N, e, ot, q, f, c);
+          else if (out == kOutCodes) epilogue_flt_on<true, kOutCodes>(wide, y, m, N, e, ot, q, f, c);
+          else epilogue_flt_on<true, kOutFloat>(wide, y, m, N, e, ot, q, f, c);
         } else {
-          if (out == kOutBoth) epilogue_flt<false, kOutBoth>(y, m, N, e, ot, q, f, c);
-          else if (out == kOutCodes) epilogue_flt<false, kOutCodes>(y, m, N, e, ot, q, f, c);
-          else epilogue_flt<false, kOutFloat>(y, m, N, e, ot, q, f, c);
+          if (out == kOutBoth) epilogue_flt_on<false, kOutBoth>(wide, y, m, N, e, ot, q, f, c);
+          else if (out == kOutCodes) epilogue_flt_on<false, kOutCodes>(wide, y, m, N, e, ot, q, f, c);
+          else epilogue_flt_on<false, kOutFloat>(wide, y, m, N, e, ot, q, f, c);
         }
       }
     });
