@@ -59,6 +59,19 @@ EOF
   fi
 done
 
+# --profile: one entry per step of the plan, the conv steps with their rate.
+if run "$TMP/profile.json" infer "$TMP/r18.safetensors" --bits 8 --dataset imagefolder --data-dir "$TMP/imgs" \
+  --threads 1 --profile; then
+  "$PY" - "$TMP/profile.json" <<'EOF' || fail "infer --profile: $(tr -d '\n' <"$TMP/profile.json")"
+import json, sys
+p = json.load(open(sys.argv[1]))["profile"]
+assert len(p) > 20 and abs(sum(r["share"] for r in p) - 1) < 1e-6, p
+assert p[0]["step"].startswith("input") and all(r["ms_per_image"] >= 0 for r in p), p
+convs = [r for r in p if " int gemm " in r["step"]]
+assert convs and all(r["gmac_per_s"] > 0 for r in convs), p
+EOF
+fi
+
 if run "$TMP/predict.txt" predict "$TMP/r18.safetensors" "$TMP/imgs/val/ember/0.jpg" "$TMP/imgs/val/glacier/1.jpg" \
   --top 2 --threads 1; then
   # Per image: its path, then two ranked lines naming both classes (names from the artifact).

@@ -96,10 +96,13 @@ struct InferCommand {
   std::string input, data_dir, dataset, isa = "auto", verify;
   WidthChoice widths;
   int threads = 0, batch = 64, tile = 0, image_size = 0, workers = 2;
-  bool unpack_in_gemm = false;
+  bool unpack_in_gemm = false, profile = false;
   int64_t test_limit = 0;
   void add(CLI::App& app) {
     app.add_option("artifact", input, "artifact (master or switched)")->required();
+    app.add_flag("--profile", profile,
+                 "time every step of the runtime's plan and report them (`profile` in the output: per step "
+                 "ms per image, share of the time, GMAC/s of conv/linear steps)");
     widths.add(app, "to run a master artifact at (default: its highest width)");
     app.add_option("--batch", batch, "images per forward call")->check(CLI::PositiveNumber);
     app.add_option("--threads", threads, "threads (0: all cores)");
@@ -124,6 +127,7 @@ struct InferCommand {
     ro.isa = parse_isa(isa);
     ro.tile = tile;
     ro.unpack_in_gemm = unpack_in_gemm;
+    ro.profile = profile;
     Artifact a = deploy::read_artifact(input);
     a = widths.runnable(std::move(a), input, threads);
     const deploy::Runtime rt(a, ro);
@@ -207,6 +211,21 @@ struct InferCommand {
                       {"threads", rt.threads()},
                       {"isa", deploy::qgemm_isa_name(rt.isa())}};
     if (reference) out["verify"] = {{"checkpoint", verify}, {"top1_mismatches", mismatches}, {"max_abs_logit_diff", max_diff}};
+    if (profile) {
+      // Thread-milliseconds summed over the calls; shares of their total.
+      const auto steps = rt.profile();
+      double total = 0;
+      for (const auto& p : steps) total += p.thread_ms;
+      json rows = json::array();
+      for (const auto& p : steps) {
+        if (p.images == 0) continue;
+        const double ms = p.thread_ms / double(p.images);
+        json r{{"step", p.step}, {"ms_per_image", ms}, {"share", total > 0 ? p.thread_ms / total : 0.0}};
+        if (p.macs > 0) r["gmac_per_s"] = double(p.macs) / ms / 1e6;
+        rows.push_back(r);
+      }
+      out["profile"] = rows;
+    }
     std::cout << out.dump(2) << std::endl;
     return 0;
   }
