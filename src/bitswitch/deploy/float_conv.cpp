@@ -258,8 +258,6 @@ template <bool kWide, typename Fill>
 void fconv_blocks(const Fill& fill, int M, int K, int N, const float* wt, const float* bias, float* y) {
   const int n32 = kWide ? N / 32 * 32 : 0, n16 = kWide ? N / 16 * 16 : 0, n8 = N / 8 * 8;
   const int mr_max = !kWide ? 6 : n32 > 0 ? 6 : 8;
-  std::vector<double> a(size_t(mr_max) * K);  // rows m0 .. m0 + mr, widened once for all column blocks
-  std::vector<double> panels;
   const bool use_panels = kWide && M >= 4 * mr_max && n16 > 0;
   if (kWide && !use_panels && N >= 32) {
     std::vector<double> rows(size_t(M) * K), acc(size_t(M) * N);
@@ -267,6 +265,8 @@ void fconv_blocks(const Fill& fill, int M, int K, int N, const float* wt, const 
     fconv_few_rows_avx512(rows.data(), M, K, N, wt, bias, y, acc.data());
     return;
   }
+  std::vector<double> a(size_t(mr_max) * K);  // rows m0 .. m0 + mr, widened once for all column blocks
+  std::vector<double> panels;
   if (use_panels) {
     panels.resize(size_t(n16) * K);
     for (int j0 = 0; j0 < n16;) {

@@ -134,30 +134,19 @@ struct Epi {
   float lo1, hi1, lo2, hi2;
 };
 
-template <bool kAdd, int kOut>
-BS_CLONES void epilogue_int(const int32_t* __restrict acc, int M, int N, Epi e, const float* __restrict other,
-                            Quant q, float* __restrict yf, uint8_t* __restrict yq) {
+// The portable loop; kFloatIn: the base is y0 * alpha + beta from float results (FP layers) in
+// place of the int32 sums' (float(acc + corr) * as + bias) * alpha + beta.
+template <bool kFloatIn, bool kAdd, int kOut>
+BS_CLONES void epilogue_loop(const void* __restrict in, int M, int N, Epi e, const float* __restrict other, Quant q,
+                             float* __restrict yf, uint8_t* __restrict yq) {
+  const int32_t* __restrict acc = static_cast<const int32_t*>(in);
+  const float* __restrict y0 = static_cast<const float*>(in);
   for (int m = 0; m < M; ++m) {
     const size_t r = size_t(m) * N;
 #pragma omp simd
     for (int j = 0; j < N; ++j) {
-      float v = (float(acc[r + j] + e.corr[j]) * e.as[j] + e.bias[j]) * e.alpha[j] + e.beta[j];
-      v = std::min(std::max(v, e.lo1), e.hi1);
-      if (kAdd) v = std::min(std::max(v + other[r + j], e.lo2), e.hi2);
-      if (kOut & kOutCodes) yq[r + j] = code_of(v, q);
-      if (kOut & kOutFloat) yf[r + j] = v;
-    }
-  }
-}
-
-template <bool kAdd, int kOut>
-BS_CLONES void epilogue_flt(const float* __restrict y0, int M, int N, Epi e, const float* __restrict other, Quant q,
-                            float* yf, uint8_t* __restrict yq) {
-  for (int m = 0; m < M; ++m) {
-    const size_t r = size_t(m) * N;
-#pragma omp simd
-    for (int j = 0; j < N; ++j) {
-      float v = y0[r + j] * e.alpha[j] + e.beta[j];
+      float v = kFloatIn ? y0[r + j] : (float(acc[r + j] + e.corr[j]) * e.as[j] + e.bias[j]);
+      v = v * e.alpha[j] + e.beta[j];
       v = std::min(std::max(v, e.lo1), e.hi1);
       if (kAdd) v = std::min(std::max(v + other[r + j], e.lo2), e.hi2);
       if (kOut & kOutCodes) yq[r + j] = code_of(v, q);
@@ -167,18 +156,16 @@ BS_CLONES void epilogue_flt(const float* __restrict y0, int M, int N, Epi e, con
 }
 
 #if BS_DEPLOY_X86
-// epilogue_int with AVX-512, 16 channels per step, the last N % 16 masked; used on the runtime's
-// VNNI path (the other paths keep epilogue_int, so the whole-network scalar-vs-VNNI tests compare
+// epilogue_loop with AVX-512, 16 channels per step, the last N % 16 masked; used on the runtime's
+// VNNI path (the other paths keep epilogue_loop, so the whole-network scalar-vs-VNNI tests compare
 // the two). The same operations in the same order, each rounded as the scalar loop's: multiply
 // and add separately (no FMA), max(lo, v) / min(hi, v) with the operand order that gives
 // std::max(v, lo) / std::min(v, hi) on equal or unordered inputs, the quantizer's clamp and
 // magic-number rounding (quant::act_code / signed_act_code). The compiler's loop over N channels
 // left rows of 16-31 channels (ResNet-20's first stage; MobileNetV2's 24-channel layers) to its
 // scalar remainder: the epilogue was 37% of ResNet-20's batch-64 profile.
-// kFloatIn: the same for epilogue_flt (y0 * alpha + beta from the float results y0 in place of
-// the int32 sums).
-template <bool kAdd, int kOut, bool kFloatIn = false>
-BS_TARGET_VNNI void epilogue_int_avx512(const void* __restrict in, int M, int N, Epi e, const float* __restrict other,
+template <bool kFloatIn, bool kAdd, int kOut>
+BS_TARGET_VNNI void epilogue_avx512(const void* __restrict in, int M, int N, Epi e, const float* __restrict other,
                                         Quant q, float* __restrict yf, uint8_t* __restrict yq) {
   const int32_t* __restrict acc = static_cast<const int32_t*>(in);
   const float* __restrict y0 = static_cast<const float*>(in);
@@ -211,32 +198,35 @@ BS_TARGET_VNNI void epilogue_int_avx512(const void* __restrict in, int M, int N,
 }
 #endif
 
-// epilogue_int_avx512 where `wide` (the runtime's VNNI path) and the CPU build has it, else
-// epilogue_int; epilogue_flt_on likewise for float results.
-template <bool kAdd, int kOut>
-void epilogue_int_on(bool wide, const int32_t* acc, int M, int N, const Epi& e, const float* other, const Quant& q,
-                     float* yf, uint8_t* yq) {
+// The epilogue of M rows of N: `in` the int32 sums (kFloatIn false) or the float results of an
+// FP layer; the residual add when `other`, floats to yf and / or codes to yq where given;
+// epilogue_avx512 where `wide` (the runtime's VNNI path) and the build has it, else epilogue_loop.
+template <bool kFloatIn, bool kAdd, int kOut>
+void epilogue_on(bool wide, const void* in, int M, int N, const Epi& e, const float* other, const Quant& q, float* yf,
+                 uint8_t* yq) {
 #if BS_DEPLOY_X86
   if (wide) {
-    epilogue_int_avx512<kAdd, kOut>(acc, M, N, e, other, q, yf, yq);
+    epilogue_avx512<kFloatIn, kAdd, kOut>(in, M, N, e, other, q, yf, yq);
     return;
   }
 #endif
   (void)wide;
-  epilogue_int<kAdd, kOut>(acc, M, N, e, other, q, yf, yq);
+  epilogue_loop<kFloatIn, kAdd, kOut>(in, M, N, e, other, q, yf, yq);
 }
 
-template <bool kAdd, int kOut>
-void epilogue_flt_on(bool wide, const float* y0, int M, int N, const Epi& e, const float* other, const Quant& q,
-                     float* yf, uint8_t* yq) {
-#if BS_DEPLOY_X86
-  if (wide) {
-    epilogue_int_avx512<kAdd, kOut, true>(y0, M, N, e, other, q, yf, yq);
-    return;
+template <bool kFloatIn>
+void epilogue_rows(bool wide, const void* in, int M, int N, const Epi& e, const float* other, const Quant& q,
+                   float* yf, uint8_t* yq) {
+  const int out = (yf ? kOutFloat : 0) | (yq ? kOutCodes : 0);
+  if (other) {
+    if (out == kOutBoth) epilogue_on<kFloatIn, true, kOutBoth>(wide, in, M, N, e, other, q, yf, yq);
+    else if (out == kOutCodes) epilogue_on<kFloatIn, true, kOutCodes>(wide, in, M, N, e, other, q, yf, yq);
+    else epilogue_on<kFloatIn, true, kOutFloat>(wide, in, M, N, e, other, q, yf, yq);
+  } else {
+    if (out == kOutBoth) epilogue_on<kFloatIn, false, kOutBoth>(wide, in, M, N, e, other, q, yf, yq);
+    else if (out == kOutCodes) epilogue_on<kFloatIn, false, kOutCodes>(wide, in, M, N, e, other, q, yf, yq);
+    else epilogue_on<kFloatIn, false, kOutFloat>(wide, in, M, N, e, other, q, yf, yq);
   }
-#endif
-  (void)wide;
-  epilogue_flt<kAdd, kOut>(y0, M, N, e, other, q, yf, yq);
 }
 
 // Splits [0, rows) over `threads` (OpenMP) when threads > 1.
@@ -315,6 +305,8 @@ struct Value {
   // also writes those codes, into twin_slot (-1: none), and the readers skip their quantize pass.
   int twin_slot = -1;
   Quant twin_q;
+  // A layer with input quantizer `q` reads this value's twin instead of quantizing it.
+  bool twin_serves(const Quant& q) const { return !codes && twin_slot >= 0 && twin_q.same(q); }
 };
 
 struct Dims {
@@ -380,7 +372,7 @@ struct Runtime::Impl {
   int output = -1;
   int threads = 1;
   QgemmIsa isa = QgemmIsa::kAuto;
-  int tile = 0;  // 0: by the image size (RuntimeOptions::tile)
+  int tile = 0;  // 0: up to 4 images (RuntimeOptions::tile)
   size_t weight_bytes = 0;
   bool unpack_in_gemm = false;
   bool profile = false;
@@ -615,7 +607,7 @@ void Runtime::Impl::run_layer(const Step& st, int n, Scratch& s, int inner) cons
   if (o.integer) {
     const uint8_t* xq = in_bytes;
     const Value& vi = values[size_t(vin)];
-    if (!vi.codes && vi.twin_slot >= 0 && vi.twin_q.same(o.in_q)) {
+    if (vi.twin_serves(o.in_q)) {
       xq = s.slots[size_t(vi.twin_slot)].data();  // the codes its producer wrote beside the floats
     } else if (!vi.codes) {
       const size_t pixels = size_t(n) * h * w;
@@ -637,18 +629,7 @@ void Runtime::Impl::run_layer(const Step& st, int n, Scratch& s, int inner) cons
       const float* ot = other ? other + size_t(r0) * N : nullptr;
       float* f = yf ? yf + size_t(r0) * N : nullptr;
       uint8_t* c = yq ? yq + size_t(r0) * N : nullptr;
-      const int m = r1 - r0;
-      const bool wide = isa == QgemmIsa::kAvx512Vnni;
-      const int out = (f ? kOutFloat : 0) | (c ? kOutCodes : 0);
-      if (other) {
-        if (out == kOutBoth) epilogue_int_on<true, kOutBoth>(wide, a, m, N, e, ot, q, f, c);
-        else if (out == kOutCodes) epilogue_int_on<true, kOutCodes>(wide, a, m, N, e, ot, q, f, c);
-        else epilogue_int_on<true, kOutFloat>(wide, a, m, N, e, ot, q, f, c);
-      } else {
-        if (out == kOutBoth) epilogue_int_on<false, kOutBoth>(wide, a, m, N, e, ot, q, f, c);
-        else if (out == kOutCodes) epilogue_int_on<false, kOutCodes>(wide, a, m, N, e, ot, q, f, c);
-        else epilogue_int_on<false, kOutFloat>(wide, a, m, N, e, ot, q, f, c);
-      }
+      epilogue_rows<false>(isa == QgemmIsa::kAvx512Vnni, a, r1 - r0, N, e, ot, q, f, c);
     };
     sized(s.acc, size_t(M) * N);
     acc = s.acc.data();
@@ -661,7 +642,6 @@ void Runtime::Impl::run_layer(const Step& st, int n, Scratch& s, int inner) cons
     const float* bias = o.bias_fp.empty() ? nullptr : o.bias_fp.data();
     const bool dense = o.kernel == 1 && o.stride == 1 && o.padding == 0;
     const FconvInput fin{x, n, h, w, o.in, o.kernel, o.stride, o.padding};
-    const int out = (yf ? kOutFloat : 0) | (yq ? kOutCodes : 0);
     // Rows in chunks of about 256 KiB of float results, each chunk's epilogue right after its
     // rows, while they are still in L2 (ResNet-18's stem writes 3.2 MB per image).
     const int chunk = std::max(64, (256 << 10) / int(sizeof(float)) / N);
@@ -671,20 +651,8 @@ void Runtime::Impl::run_layer(const Step& st, int n, Scratch& s, int inner) cons
         if (dense) fconv_rows(x + size_t(c0) * K, m, K, N, o.wt.data(), bias, y0 + size_t(c0) * N, isa);
         else fconv_conv(fin, c0, c1, N, o.wt.data(), bias, y0, isa);
         const size_t off = size_t(c0) * N;
-        const float* y = y0 + off;
-        const float* ot = other ? other + off : nullptr;
-        float* f = yf ? yf + off : nullptr;
-        uint8_t* c = yq ? yq + off : nullptr;
-        const bool wide = isa == QgemmIsa::kAvx512Vnni;
-        if (other) {
-          if (out == kOutBoth) epilogue_flt_on<true, kOutBoth>(wide, y, m, N, e, ot, q, f, c);
-          else if (out == kOutCodes) epilogue_flt_on<true, kOutCodes>(wide, y, m, N, e, ot, q, f, c);
-          else epilogue_flt_on<true, kOutFloat>(wide, y, m, N, e, ot, q, f, c);
-        } else {
-          if (out == kOutBoth) epilogue_flt_on<false, kOutBoth>(wide, y, m, N, e, ot, q, f, c);
-          else if (out == kOutCodes) epilogue_flt_on<false, kOutCodes>(wide, y, m, N, e, ot, q, f, c);
-          else epilogue_flt_on<false, kOutFloat>(wide, y, m, N, e, ot, q, f, c);
-        }
+        epilogue_rows<true>(isa == QgemmIsa::kAvx512Vnni, y0 + off, m, N, e, other ? other + off : nullptr, q,
+                            yf ? yf + off : nullptr, yq ? yq + off : nullptr);
       }
     });
   }
@@ -1105,71 +1073,69 @@ void Runtime::Impl::run_step(const Step& st, const float* x_nchw, int n, int h, 
     return reinterpret_cast<float*>(sized(s.slots[size_t(values[size_t(v)].slot)], elems * sizeof(float)));
   };
   auto fin = [&](int v) { return reinterpret_cast<const float*>(s.slots[size_t(values[size_t(v)].slot)].data()); };
-  {
-    const Dims d = st.in.empty() ? Dims() : s.dims[size_t(st.in[0])];
-    const size_t elems = size_t(n) * d.h * d.w * d.c;
-    const std::string& name = st.fused.front();
-    switch (st.kind) {
-      case StepKind::kInput: {
-        const int c = int(in_channels);
-        float* x = fbuf(st.value, size_t(n) * h * w * c);
-        for (int b = 0; b < n; ++b)
-          for (int j = 0; j < c; ++j)
-            for (int p = 0; p < h * w; ++p) x[(size_t(b) * h * w + p) * c + j] = x_nchw[(size_t(b) * c + j) * h * w + p];
-        s.dims[size_t(st.value)] = Dims{h, w, c};
-        break;
-      }
-      case StepKind::kLayer: run_layer(st, n, s, inner); break;
-      case StepKind::kBatchNorm: {
-        BS_CHECK(int(st.alpha.size()) == d.c, "node '", name, "': ", d.c, " channels for a BatchNorm of ", st.alpha.size());
-        const float* x = fin(st.in[0]);
-        float* y = fbuf(st.value, elems);
-        for (size_t i = 0; i < elems; ++i) y[i] = x[i] * st.alpha[i % size_t(d.c)] + st.beta[i % size_t(d.c)];
-        s.dims[size_t(st.value)] = d;
-        break;
-      }
-      case StepKind::kAct: {
-        const float* x = fin(st.in[0]);
-        float* y = fbuf(st.value, elems);
-        for (size_t i = 0; i < elems; ++i) y[i] = std::min(std::max(x[i], st.lo1), st.hi1);
-        s.dims[size_t(st.value)] = d;
-        break;
-      }
-      case StepKind::kAdd: {
-        const Dims d1 = s.dims[size_t(st.in[1])];
-        BS_CHECK(d1.h == d.h && d1.w == d.w && d1.c == d.c, "node '", name, "': adds ", d.h, " x ", d.w, " x ", d.c,
-                 " to ", d1.h, " x ", d1.w, " x ", d1.c, " (shape mismatch)");
-        const float *x = fin(st.in[0]), *x1 = fin(st.in[1]);
-        float* y = fbuf(st.value, elems);
-        for (size_t i = 0; i < elems; ++i) y[i] = x[i] + x1[i];
-        s.dims[size_t(st.value)] = d;
-        break;
-      }
-      case StepKind::kMaxPool: {
-        const int ho = (d.h + 2 * st.padding - st.kernel) / st.stride + 1, wo = (d.w + 2 * st.padding - st.kernel) / st.stride + 1;
-        BS_CHECK(ho >= 1 && wo >= 1, "node '", name, "': a ", d.h, " x ", d.w, " input is smaller than its kernel");
-        const size_t oe = size_t(n) * ho * wo * d.c;
-        const auto& src = s.slots[size_t(values[size_t(st.in[0])].slot)];
-        if (values[size_t(st.value)].codes) {
-          uint8_t* y = sized(s.slots[size_t(values[size_t(st.value)].slot)], oe);
-          max_pool(src.data(), n, d.h, d.w, d.c, st.kernel, st.stride, st.padding, ho, wo, y);
-        } else {
-          max_pool(reinterpret_cast<const float*>(src.data()), n, d.h, d.w, d.c, st.kernel, st.stride, st.padding, ho,
-                   wo, fbuf(st.value, oe));
-        }
-        s.dims[size_t(st.value)] = Dims{ho, wo, d.c};
-        break;
-      }
-      case StepKind::kAvgPool:
-        BS_CHECK(!values[size_t(st.in[0])].codes, "node '", name, "': average pooling reads codes");
-        global_avg_pool(fin(st.in[0]), n, d.h * d.w, d.c, fbuf(st.value, size_t(n) * d.c));
-        s.dims[size_t(st.value)] = Dims{1, 1, d.c};
-        break;
-      case StepKind::kFlatten:
-        BS_CHECK(d.h == 1 && d.w == 1, "node '", name, "': flattens a ", d.h, " x ", d.w, " map");
-        s.dims[size_t(st.value)] = d;
-        break;
+  const Dims d = st.in.empty() ? Dims() : s.dims[size_t(st.in[0])];
+  const size_t elems = size_t(n) * d.h * d.w * d.c;
+  const std::string& name = st.fused.front();
+  switch (st.kind) {
+    case StepKind::kInput: {
+      const int c = int(in_channels);
+      float* x = fbuf(st.value, size_t(n) * h * w * c);
+      for (int b = 0; b < n; ++b)
+        for (int j = 0; j < c; ++j)
+          for (int p = 0; p < h * w; ++p) x[(size_t(b) * h * w + p) * c + j] = x_nchw[(size_t(b) * c + j) * h * w + p];
+      s.dims[size_t(st.value)] = Dims{h, w, c};
+      break;
     }
+    case StepKind::kLayer: run_layer(st, n, s, inner); break;
+    case StepKind::kBatchNorm: {
+      BS_CHECK(int(st.alpha.size()) == d.c, "node '", name, "': ", d.c, " channels for a BatchNorm of ", st.alpha.size());
+      const float* x = fin(st.in[0]);
+      float* y = fbuf(st.value, elems);
+      for (size_t i = 0; i < elems; ++i) y[i] = x[i] * st.alpha[i % size_t(d.c)] + st.beta[i % size_t(d.c)];
+      s.dims[size_t(st.value)] = d;
+      break;
+    }
+    case StepKind::kAct: {
+      const float* x = fin(st.in[0]);
+      float* y = fbuf(st.value, elems);
+      for (size_t i = 0; i < elems; ++i) y[i] = std::min(std::max(x[i], st.lo1), st.hi1);
+      s.dims[size_t(st.value)] = d;
+      break;
+    }
+    case StepKind::kAdd: {
+      const Dims d1 = s.dims[size_t(st.in[1])];
+      BS_CHECK(d1.h == d.h && d1.w == d.w && d1.c == d.c, "node '", name, "': adds ", d.h, " x ", d.w, " x ", d.c,
+               " to ", d1.h, " x ", d1.w, " x ", d1.c, " (shape mismatch)");
+      const float *x = fin(st.in[0]), *x1 = fin(st.in[1]);
+      float* y = fbuf(st.value, elems);
+      for (size_t i = 0; i < elems; ++i) y[i] = x[i] + x1[i];
+      s.dims[size_t(st.value)] = d;
+      break;
+    }
+    case StepKind::kMaxPool: {
+      const int ho = (d.h + 2 * st.padding - st.kernel) / st.stride + 1, wo = (d.w + 2 * st.padding - st.kernel) / st.stride + 1;
+      BS_CHECK(ho >= 1 && wo >= 1, "node '", name, "': a ", d.h, " x ", d.w, " input is smaller than its kernel");
+      const size_t oe = size_t(n) * ho * wo * d.c;
+      const auto& src = s.slots[size_t(values[size_t(st.in[0])].slot)];
+      if (values[size_t(st.value)].codes) {
+        uint8_t* y = sized(s.slots[size_t(values[size_t(st.value)].slot)], oe);
+        max_pool(src.data(), n, d.h, d.w, d.c, st.kernel, st.stride, st.padding, ho, wo, y);
+      } else {
+        max_pool(reinterpret_cast<const float*>(src.data()), n, d.h, d.w, d.c, st.kernel, st.stride, st.padding, ho,
+                 wo, fbuf(st.value, oe));
+      }
+      s.dims[size_t(st.value)] = Dims{ho, wo, d.c};
+      break;
+    }
+    case StepKind::kAvgPool:
+      BS_CHECK(!values[size_t(st.in[0])].codes, "node '", name, "': average pooling reads codes");
+      global_avg_pool(fin(st.in[0]), n, d.h * d.w, d.c, fbuf(st.value, size_t(n) * d.c));
+      s.dims[size_t(st.value)] = Dims{1, 1, d.c};
+      break;
+    case StepKind::kFlatten:
+      BS_CHECK(d.h == 1 && d.w == 1, "node '", name, "': flattens a ", d.h, " x ", d.w, " map");
+      s.dims[size_t(st.value)] = d;
+      break;
   }
 }
 
@@ -1202,7 +1168,7 @@ Runtime::Runtime(const Artifact& model, RuntimeOptions options) : impl_(std::mak
       if (st.kind != StepKind::kLayer) continue;
       Layer& o = impl_->layers[size_t(st.layer)];
       const Value& vi = impl_->values[size_t(st.in[0])];
-      const bool quantizes_here = !vi.codes && !(vi.twin_slot >= 0 && vi.twin_q.same(o.in_q));
+      const bool quantizes_here = !vi.codes && !vi.twin_serves(o.in_q);
       if (!o.integer || o.depthwise || o.linear || o.groups != 1 || (o.kernel * o.in) % 4 == 0 || !quantizes_here)
         continue;
       const int cp = (o.in + 3) / 4 * 4, taps = o.kernel * o.kernel, K = o.K();
@@ -1234,7 +1200,7 @@ Runtime::Runtime(const Artifact& model, RuntimeOptions options) : impl_(std::mak
   }
   // In-GEMM unpacking: the VBMI panel kernel where the CPU has it, else the row GEMM's packed path.
   impl_->unpack_in_gemm = options.unpack_in_gemm;
-  BS_CHECK(options.tile >= 0, "runtime tile must be >= 0 (0: by the image size), not ", options.tile);
+  BS_CHECK(options.tile >= 0, "runtime tile must be >= 0 (0: up to 4 images), not ", options.tile);
   impl_->tile = options.tile;
   impl_->profile = options.profile;
   if (impl_->profile) reset_profile();
