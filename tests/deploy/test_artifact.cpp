@@ -443,6 +443,67 @@ TEST(Runtime, TilesOfLargeImagesEqualImagesOneAtATime) {
   }
 }
 
+// A max-pool after conv -> BN -> ReLU runs on the layer's sums (or FP results) ahead of the
+// epilogue: the logits equal those of the same network with an identity (a second ReLU) between
+// the activation and the pool, which keeps them apart. Half the channels have negative BN
+// weights (their epilogue decreases: the pool takes their smallest sum). Integer and FP layers,
+// 2x2/2 and 3x3/2/1 pools, a quantized 1-channel stem (its kernel rows padded 3 -> 4 bytes on
+// VNNI), the scalar path, 1 and 2 threads, small and large (per-image) inputs.
+TEST(Runtime, MaxPoolRunsOnTheSumsAheadOfTheEpilogue) {
+  for (const std::string arch : {"smallcnn", "tinymbv2", "smallcnn-qstem"}) {
+    Artifact m = random_master(arch == "smallcnn-qstem" ? "smallcnn" : arch, {8, 4}, 21);
+    if (arch == "smallcnn-qstem") {  // conv1 quantizes the image: signed 8-bit codes
+      std::mt19937 rng(22);
+      LayerRecord& l = m.layers[0];
+      l = layer(l.name, l.kind, l.in, l.out, l.kernel, l.stride, true, {8, 4}, rng);
+      l.signed_input = true;
+      m.bns[0] = bn(m.bns[0].name, l, width_keys({8, 4}), rng);
+      for (auto& nd : m.graph.nodes)
+        if (nd.name == l.name) nd.quant = InputQuant::kSigned;
+    }
+    for (auto& b : m.bns)
+      for (auto& [key, p] : b.by_key)
+        for (size_t c = 1; c < p.weight.size(); c += 2) p.weight[c] = -p.weight[c];
+    Artifact apart = m;
+    int pools = 0;
+    for (size_t i = 0, V = apart.graph.nodes.size(); i < V; ++i) {
+      if (apart.graph.nodes[i].op != OpKind::kMaxPool) continue;
+      GraphNode again;
+      again.name = apart.graph.nodes[i].inputs[0] + ".again";
+      again.op = OpKind::kRelu;
+      again.inputs = {apart.graph.nodes[i].inputs[0]};
+      apart.graph.nodes[i].inputs[0] = again.name;
+      apart.graph.nodes.push_back(again);
+      ++pools;
+    }
+    ASSERT_GT(pools, 0) << arch;
+    for (int b : {8, 4}) {
+      const Artifact s = switch_uniform(m, b), sa = switch_uniform(apart, b);
+      for (const auto& [n, hw] : {std::pair{3, 28}, std::pair{2, 272}}) {
+        const auto x = random_images(n, hw, hw, 23);
+        RuntimeOptions scalar;
+        scalar.threads = 1;
+        scalar.isa = QgemmIsa::kScalar;
+        const auto ref = Runtime(sa, scalar).forward(x.data(), n, hw, hw);
+        EXPECT_NE(*std::max_element(ref.begin(), ref.end()), *std::min_element(ref.begin(), ref.end()));
+        for (int variant = 0; variant < 3; ++variant) {
+          RuntimeOptions o;
+          o.threads = variant == 1 ? 2 : 1;
+          if (variant == 2) o.isa = QgemmIsa::kScalar;
+          const Runtime fused(s, o);
+          std::string plan;
+          for (const auto& l : fused.plan()) plan += l + "\n";
+          EXPECT_CONTAINS(plan, arch == "tinymbv2" ? ".maxpool] fp64" : ".maxpool] int gemm");
+          const std::string where = arch + " w" + std::to_string(b) + " " + std::to_string(hw) + " variant " +
+                                    std::to_string(variant);
+          EXPECT_EQ(fused.forward(x.data(), n, hw, hw), ref) << where;
+          if (variant < 2) EXPECT_EQ(Runtime(sa, o).forward(x.data(), n, hw, hw), ref) << where << " (apart)";
+        }
+      }
+    }
+  }
+}
+
 // A Runtime keeps its working memory between calls (a pool of scratch sets): calls of other batch
 // sizes in between, and calls from several threads at once, give the logits of a fresh runtime.
 TEST(Runtime, ReusedAndConcurrentCallsGiveTheSameLogits) {

@@ -16,6 +16,7 @@
 #include <set>
 #include <sstream>
 #include <thread>
+#include <type_traits>
 
 #include "bitswitch/deploy/dwconv.h"
 #include "bitswitch/deploy/float_conv.h"
@@ -229,6 +230,26 @@ void epilogue_rows(bool wide, const void* in, int M, int N, const Epi& e, const 
   }
 }
 
+// One row of a max-pool over the sums (or FP results) of a layer whose epilogue follows: output
+// row `py` of image `b`, po_w pixels of N channels, the largest value of each window, or the
+// smallest in the channels of `dec`; pixels outside the map are ignored (PyTorch's -inf padding).
+template <typename T>
+BS_CLONES void pool_row(const T* __restrict x, int b, int py, int h, int w, int N, int k, int stride, int pad,
+                        int po_w, const uint8_t* __restrict dec, T* __restrict y) {
+  const int y0 = std::max(0, py * stride - pad), y1 = std::min(h, py * stride - pad + k);
+  for (int px = 0; px < po_w; ++px) {
+    T* __restrict d = y + size_t(px) * N;
+    const int x0 = std::max(0, px * stride - pad), x1 = std::min(w, px * stride - pad + k);
+    std::memcpy(d, x + ((size_t(b) * h + y0) * w + x0) * N, sizeof(T) * size_t(N));
+    for (int iy = y0; iy < y1; ++iy)
+      for (int ix = x0; ix < x1; ++ix) {
+        const T* __restrict v = x + ((size_t(b) * h + iy) * w + ix) * N;
+#pragma omp simd
+        for (int j = 0; j < N; ++j) d[j] = dec[j] ? std::min(d[j], v[j]) : std::max(d[j], v[j]);
+      }
+  }
+}
+
 // Splits [0, rows) over `threads` (OpenMP) when threads > 1.
 void parallel_rows(int rows, int threads, const std::function<void(int, int)>& fn) {
   if (threads <= 1 || rows < 64) {
@@ -274,11 +295,11 @@ struct Layer {
   std::vector<int32_t> corr;  // signed-input correction (0 for unsigned inputs)
 
   // Panel-GEMM layers whose k * in is not a multiple of 4 (the 7x7 conv on a 3-channel image):
-  // the input channels padded to `cpad` with the code of 0 when the layer quantizes its float
-  // input, and zero weights for the padding channels (0: not padded). The sums are unchanged.
-  int cpad = 0;
-  int cin() const { return cpad ? cpad : in; }  // channels of the GEMM's input codes
-  int K() const { return cin() / groups * kernel * kernel; }
+  // each kernel row of k * in codes is read as `kpad` bytes, the next multiple of 4, with zero
+  // weights for the bytes past it (the first pixels of the next kernel row, or the slack after
+  // the input copy); the sums are unchanged (0: not padded). K 147 -> 168 for the 7x7 stem.
+  int kpad = 0;
+  int K() const { return kpad ? kernel * kpad : in / groups * kernel * kernel; }
   int K_real() const { return in / groups * kernel * kernel; }
   int out_dim(int d) const { return (d + 2 * padding - kernel) / stride + 1; }
 };
@@ -293,7 +314,14 @@ struct Step {
   int layer = -1;          // kLayer
   float lo1 = -INFINITY, hi1 = INFINITY, lo2 = -INFINITY, hi2 = INFINITY;  // kLayer / kAct
   int add_other = -1;      // kLayer: the other operand of a fused add
-  int kernel = 1, stride = 1, padding = 0;  // kMaxPool
+  int kernel = 1, stride = 1, padding = 0;  // kMaxPool, and kLayer with `pool`
+  // kLayer: a max-pool fused after the activation, run on the sums ahead of the epilogue. Each
+  // channel's epilogue is monotone in its sum, so the pool of the epilogue's values is the
+  // epilogue of the largest sum, or of the smallest where it decreases (pool_dec: its scale
+  // as * alpha is negative). The epilogue then runs on a quarter of the pixels (3x3/2).
+  bool pool = false;
+  std::vector<uint8_t> pool_dec;
+  int pooled_dim(int d) const { return (d + 2 * padding - kernel) / stride + 1; }
   std::vector<float> alpha, beta;           // kBatchNorm (standalone)
 };
 
@@ -316,7 +344,7 @@ struct Dims {
 struct Scratch {
   std::vector<std::vector<uint8_t>> slots;
   std::vector<Dims> dims;
-  std::vector<uint8_t> col, qin, qpad;
+  std::vector<uint8_t> col, qin;
   std::vector<std::vector<uint8_t>> gather;  // per-image runs: the live values of the tile's images
   std::vector<float> f0;
   std::vector<int32_t> acc;
@@ -385,6 +413,8 @@ struct Runtime::Impl {
   bool use_panels(const Layer& o) const {
     return !o.depthwise && isa == QgemmIsa::kAvx512Vnni && qgemm_panels_usable(o.out, o.K());
   }
+  // Layers whose GEMM reads each output pixel's k kernel rows in place (whole groups of 4 bytes).
+  bool panels_in_place(const Layer& o) const { return use_panels(o) && (o.kpad || (o.kernel * o.in) % 4 == 0); }
   // A low-bit row-GEMM layer's packed rows as the int8 operand of its GEMM: pair panels for
   // pair-panel layers, else int8 rows.
   static void unpack_layer(const Layer& o, std::vector<int8_t>& u) {
@@ -452,17 +482,19 @@ struct Runtime::Impl {
     MemoryLease& operator=(const MemoryLease&) = delete;
   };
 
-  // Integer conv/linear on u8 codes [n,h,w,C] -> int32 acc [n*ho*wo, N], rows [r0, r1) of it
-  // done by `run_rows` (called per thread with its row range after the GEMM of those rows).
-  void gemm_int(const Layer& o, const uint8_t* x, int n, int h, int w, Scratch& s, int inner,
-                const std::function<void(int, int)>& epilogue) const;
+  // Integer conv/linear on u8 codes [n,h,w,C] -> int32 acc [n*ho*wo, N]; epilogue(first, c0, c1)
+  // is called by each thread after the GEMM of rows [c0, c1) of its range, which starts at row
+  // `first`, in increasing order.
+  // `xf` (panel layers that pad): the float input instead, quantized with o.in_q into the padded copy.
+  void gemm_int(const Layer& o, const uint8_t* x, const float* xf, int n, int h, int w, Scratch& s, int inner,
+                const std::function<void(int, int, int)>& epilogue) const;
   void run_layer(const Step& st, int n, Scratch& s, int inner) const;
   void forward_tile(const float* x_nchw, int n, int h, int w, float* logits, Scratch& s, int inner) const;
   void run_step(const Step& st, const float* x_nchw, int n, int h, int w, Scratch& s, int inner) const;
 };
 
-void Runtime::Impl::gemm_int(const Layer& o, const uint8_t* x, int n, int h, int w, Scratch& s, int inner,
-                             const std::function<void(int, int)>& epilogue) const {
+void Runtime::Impl::gemm_int(const Layer& o, const uint8_t* x, const float* xf, int n, int h, int w, Scratch& s,
+                             int inner, const std::function<void(int, int, int)>& epilogue) const {
   const int ho = o.out_dim(h), wo = o.out_dim(w), M = n * ho * wo, K = o.K();
   int32_t* C = sized(s.acc, size_t(M) * o.out);
   const uint8_t padv = uint8_t(o.in_q.offset);
@@ -473,13 +505,13 @@ void Runtime::Impl::gemm_int(const Layer& o, const uint8_t* x, int n, int h, int
       for (int c0 = r0; c0 < r1; c0 += chunk) {
         const int c1 = std::min(r1, c0 + chunk);
         dwconv_u8s8_s32(n, h, w, o.in, o.kernel, o.stride, o.padding, padv, x, o.wdw.data(), C, c0, c1);
-        epilogue(c0 * wo, c1 * wo);
+        epilogue(r0 * wo, c0 * wo, c1 * wo);
       }
     });
     return;
   }
-  const int cin = o.cin();
-  if (use_panels(o) && (o.kernel * cin) % 4 == 0) {
+  const int cin = o.in;
+  if (panels_in_place(o)) {
     const int8_t* panels = o.panels.data();
     int panel_bits = 8;
     if (o.bits != 8) {
@@ -503,18 +535,23 @@ void Runtime::Impl::gemm_int(const Layer& o, const uint8_t* x, int n, int h, int
       }
     }
     // No im2col: each output pixel reads its k rows of k*C input codes in place, from a padded
-    // copy of the input when the conv pads.
+    // copy of the input when the conv pads, quantized into it from floats with `xf`. Padded kernel
+    // rows (kpad) read up to 3 bytes past the last pixel: the copy has 4 bytes of slack.
     const uint8_t* src = x;
     int hp = h, wp = w;
-    if (o.padding > 0) {
+    if (o.padding > 0 || o.kpad || xf) {
       hp = h + 2 * o.padding, wp = w + 2 * o.padding;
-      uint8_t* pad = sized(s.col, size_t(n) * hp * wp * cin);
-      std::memset(pad, padv, size_t(n) * hp * wp * cin);
+      const size_t bytes = size_t(n) * hp * wp * cin;
+      uint8_t* pad = sized(s.col, bytes + 4);
+      if (o.padding > 0) std::memset(pad, padv, bytes + 4);
+      else std::memset(pad + bytes, padv, 4);
       const size_t row = size_t(w) * cin;
       for (int b = 0; b < n; ++b)
-        for (int y = 0; y < h; ++y)
-          std::memcpy(pad + ((size_t(b) * hp + y + o.padding) * wp + o.padding) * cin, x + (size_t(b) * h + y) * row,
-                      row);
+        for (int y = 0; y < h; ++y) {
+          uint8_t* d = pad + ((size_t(b) * hp + y + o.padding) * wp + o.padding) * cin;
+          if (xf) quantize(xf + (size_t(b) * h + y) * row, row, o.in_q, d);
+          else std::memcpy(d, x + (size_t(b) * h + y) * row, row);
+        }
       src = pad;
     }
     std::vector<const uint8_t*>& rows = s.rows;
@@ -523,7 +560,7 @@ void Runtime::Impl::gemm_int(const Layer& o, const uint8_t* x, int n, int h, int
       for (int oy = 0; oy < ho; ++oy)
         for (int ox = 0; ox < wo; ++ox, ++m)
           rows[size_t(m)] = src + ((size_t(b) * hp + size_t(oy) * o.stride) * wp + size_t(ox) * o.stride) * cin;
-    const PanelRows pr{nullptr, o.kernel, o.kernel * cin / 4, size_t(wp) * cin};
+    const PanelRows pr{nullptr, o.kernel, (o.kpad ? o.kpad : o.kernel * cin) / 4, size_t(wp) * cin};
     // Rows in chunks whose int32 results (about 32 KiB) are still in L1 when the epilogue reads
     // them, a multiple of 48 rows (whole blocks of the kernel's 6/12/16 rows). Measured on
     // MobileNetV2, batch 16, 1 thread, alternating in one process: best 131 vs 144 ms, median 158
@@ -535,7 +572,7 @@ void Runtime::Impl::gemm_int(const Layer& o, const uint8_t* x, int n, int h, int
         PanelRows part = pr;
         part.rows = rows.data() + c0;
         qgemm_u8_panels_rows_s32(c1 - c0, o.out, part, panels, C + size_t(c0) * o.out, panel_bits);
-        epilogue(c0, c1);
+        epilogue(r0, c0, c1);
       }
     });
     return;
@@ -576,7 +613,7 @@ void Runtime::Impl::gemm_int(const Layer& o, const uint8_t* x, int n, int h, int
       qgemm_u8s8_s32_narrow(r1 - r0, o.out, K, A + size_t(r0) * K, rows8, o.bits, C + size_t(r0) * o.out, isa);
     else
       qgemm_u8_packed_s32(r1 - r0, o.out, K, A + size_t(r0) * K, o.wq.data(), o.bits, C + size_t(r0) * o.out, isa);
-    epilogue(r0, r1);
+    epilogue(r0, r0, r1);
   });
 }
 
@@ -590,10 +627,13 @@ void Runtime::Impl::run_layer(const Step& st, int n, Scratch& s, int inner) cons
   BS_CHECK(ho >= 1 && wo >= 1, "node '", o.name, "': a ", h, " x ", w, " input is smaller than its ", o.kernel, " x ",
            o.kernel, " kernel");
   const int M = n * ho * wo, N = o.out;
+  // The step's output map: the conv's, or the fused max-pool's.
+  const int oh = st.pool ? st.pooled_dim(ho) : ho, ow = st.pool ? st.pooled_dim(wo) : wo, Mo = n * oh * ow;
+  BS_CHECK(oh >= 1 && ow >= 1, "node '", st.fused.back(), "': a ", ho, " x ", wo, " input is smaller than its kernel");
   const Value& vo = values[size_t(st.value)];
-  uint8_t* out_bytes = sized(s.slots[size_t(vo.slot)], size_t(M) * N * (vo.codes ? 1 : sizeof(float)));
+  uint8_t* out_bytes = sized(s.slots[size_t(vo.slot)], size_t(Mo) * N * (vo.codes ? 1 : sizeof(float)));
   float* yf = vo.codes ? nullptr : reinterpret_cast<float*>(out_bytes);
-  uint8_t* yq = vo.codes ? out_bytes : vo.twin_slot >= 0 ? sized(s.slots[size_t(vo.twin_slot)], size_t(M) * N) : nullptr;
+  uint8_t* yq = vo.codes ? out_bytes : vo.twin_slot >= 0 ? sized(s.slots[size_t(vo.twin_slot)], size_t(Mo) * N) : nullptr;
   const float* other = nullptr;
   if (st.add_other >= 0) {
     const Dims d = s.dims[size_t(st.add_other)];
@@ -604,36 +644,68 @@ void Runtime::Impl::run_layer(const Step& st, int n, Scratch& s, int inner) cons
   const Epi e{o.as.data(), o.bias.data(), o.alpha.data(), o.beta.data(), o.corr.data(), st.lo1, st.hi1, st.lo2, st.hi2};
   const Quant q = vo.codes ? vo.q : vo.twin_q;
   const uint8_t* in_bytes = s.slots[size_t(values[size_t(vin)].slot)].data();
+  const bool wide = isa == QgemmIsa::kAvx512Vnni;
+  // The fused max-pool, fed by each thread's chunks of conv rows while they are in cache: after
+  // rows [c0, c1) of a thread's range starting at `first`, the pool rows whose window lies in
+  // [first, c1) and ends after c0 are pooled and their epilogue run. The few pool rows whose
+  // window spans two threads' ranges are done after the conv (`left`).
+  std::vector<char> pooled_done(st.pool ? size_t(n) * oh : 0, 0);
+  const int PR = n * oh;
+  auto win = [&](int P, bool end) {  // first / one past the last conv pixel row of pool row P's window
+    const int b = P / oh, y = (P % oh) * st.stride - st.padding;
+    return (b * ho + (end ? std::min(ho, y + st.kernel) : std::max(0, y))) * wo;
+  };
+  auto pool_one = [&](auto tag, const auto* x, int P) {
+    using T = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
+    thread_local std::vector<T> buf;
+    T* pr = sized(buf, size_t(ow) * N);
+    pool_row(x, P / oh, P % oh, ho, wo, N, st.kernel, st.stride, st.padding, ow, st.pool_dec.data(), pr);
+    const size_t off = size_t(P) * ow * N;
+    epilogue_rows<decltype(tag)::value>(wide, pr, ow, N, e, nullptr, q, yf ? yf + off : nullptr,
+                                        yq ? yq + off : nullptr);
+    pooled_done[size_t(P)] = 1;
+  };
+  auto pool_chunk = [&](auto tag, const auto* x, int first, int c0, int c1) {
+    int P = 0, hi = PR;  // the first pool row whose window ends after c0 (win is monotone in P)
+    while (P < hi) {
+      const int mid = (P + hi) / 2;
+      if (win(mid, true) <= c0) P = mid + 1;
+      else hi = mid;
+    }
+    for (; P < PR && win(P, true) <= c1; ++P)
+      if (win(P, false) >= first) pool_one(tag, x, P);
+  };
+  auto pool_left = [&](auto tag, const auto* x) {
+    for (int P = 0; P < PR; ++P)
+      if (!pooled_done[size_t(P)]) pool_one(tag, x, P);
+  };
   if (o.integer) {
     const uint8_t* xq = in_bytes;
     const Value& vi = values[size_t(vin)];
+    const float* xf = nullptr;
     if (vi.twin_serves(o.in_q)) {
       xq = s.slots[size_t(vi.twin_slot)].data();  // the codes its producer wrote beside the floats
+    } else if (!vi.codes && panels_in_place(o) && (o.padding > 0 || o.kpad)) {
+      xf = reinterpret_cast<const float*>(in_bytes);  // quantized by gemm_int into its padded copy
     } else if (!vi.codes) {
-      const size_t pixels = size_t(n) * h * w;
-      uint8_t* t = sized(s.qin, pixels * size_t(o.in));
-      quantize(reinterpret_cast<const float*>(in_bytes), pixels * size_t(o.in), o.in_q, t);
-      if (o.cpad) {  // each pixel's codes, then the code of 0 in the padding channels
-        uint8_t* tp = sized(s.qpad, pixels * size_t(o.cpad));
-        for (size_t p = 0; p < pixels; ++p) {
-          for (int c = 0; c < o.in; ++c) tp[p * size_t(o.cpad) + size_t(c)] = t[p * size_t(o.in) + size_t(c)];
-          for (int c = o.in; c < o.cpad; ++c) tp[p * size_t(o.cpad) + size_t(c)] = uint8_t(o.in_q.offset);
-        }
-        t = tp;
-      }
+      const size_t elems = size_t(n) * h * w * o.in;
+      uint8_t* t = sized(s.qin, elems);
+      quantize(reinterpret_cast<const float*>(in_bytes), elems, o.in_q, t);
       xq = t;
     }
     const int32_t* acc = nullptr;
-    auto epi = [&](int r0, int r1) {
+    auto epi = [&](int first, int r0, int r1) {
+      if (st.pool) return pool_chunk(std::false_type(), acc, first, r0, r1);
       const int32_t* a = acc + size_t(r0) * N;
       const float* ot = other ? other + size_t(r0) * N : nullptr;
       float* f = yf ? yf + size_t(r0) * N : nullptr;
       uint8_t* c = yq ? yq + size_t(r0) * N : nullptr;
-      epilogue_rows<false>(isa == QgemmIsa::kAvx512Vnni, a, r1 - r0, N, e, ot, q, f, c);
+      epilogue_rows<false>(wide, a, r1 - r0, N, e, ot, q, f, c);
     };
     sized(s.acc, size_t(M) * N);
     acc = s.acc.data();
-    gemm_int(o, xq, n, h, w, s, inner, epi);
+    gemm_int(o, xq, xf, n, h, w, s, inner, epi);
+    if (st.pool) pool_left(std::false_type(), acc);
   } else {
     BS_CHECK(!values[size_t(vin)].codes, "node '", o.name, "': a full-precision layer reads codes");
     const float* x = reinterpret_cast<const float*>(in_bytes);
@@ -650,13 +722,18 @@ void Runtime::Impl::run_layer(const Step& st, int n, Scratch& s, int inner) cons
         const int c1 = std::min(r1, c0 + chunk), m = c1 - c0;
         if (dense) fconv_rows(x + size_t(c0) * K, m, K, N, o.wt.data(), bias, y0 + size_t(c0) * N, isa);
         else fconv_conv(fin, c0, c1, N, o.wt.data(), bias, y0, isa);
+        if (st.pool) {
+          pool_chunk(std::true_type(), static_cast<const float*>(y0), r0, c0, c1);
+          continue;
+        }
         const size_t off = size_t(c0) * N;
-        epilogue_rows<true>(isa == QgemmIsa::kAvx512Vnni, y0 + off, m, N, e, other ? other + off : nullptr, q,
-                            yf ? yf + off : nullptr, yq ? yq + off : nullptr);
+        epilogue_rows<true>(wide, y0 + off, m, N, e, other ? other + off : nullptr, q, yf ? yf + off : nullptr,
+                            yq ? yq + off : nullptr);
       }
     });
+    if (st.pool) pool_left(std::true_type(), static_cast<const float*>(y0));
   }
-  s.dims[size_t(st.value)] = Dims{o.linear ? 1 : ho, o.linear ? 1 : wo, N};
+  s.dims[size_t(st.value)] = Dims{o.linear ? 1 : oh, o.linear ? 1 : ow, N};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -796,7 +873,14 @@ void Runtime::Impl::prepare(const Artifact& a) {
           act_bounds(graph.nodes[size_t(u)].op, st.lo1, st.hi1);
           absorbed[size_t(u)] = 1, st.fused.push_back(graph.nodes[size_t(u)].name), cur = u, u = sole_user(cur);
         }
-        if (u >= 0 && graph.nodes[size_t(u)].op == OpKind::kAdd) {
+        if (u >= 0 && graph.nodes[size_t(u)].op == OpKind::kMaxPool) {
+          const auto& mp = graph.nodes[size_t(u)];
+          st.pool = true;
+          st.kernel = int(mp.kernel), st.stride = int(mp.stride), st.padding = int(mp.padding);
+          st.pool_dec.resize(size_t(o.out));
+          for (size_t c = 0; c < size_t(o.out); ++c) st.pool_dec[c] = (o.as[c] < 0) != (o.alpha[c] < 0);
+          absorbed[size_t(u)] = 1, st.fused.push_back(mp.name), cur = u;
+        } else if (u >= 0 && graph.nodes[size_t(u)].op == OpKind::kAdd) {
           const auto& add = graph.nodes[size_t(u)];
           const int a0 = graph.index(add.inputs[0]), a1 = graph.index(add.inputs[1]);
           const int other = a0 == cur ? a1 : a0;
@@ -1002,8 +1086,10 @@ void Runtime::Impl::forward_tile(const float* x_nchw, int n, int h, int w, float
       s.step_ms[si] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       s.step_images[si] += images;
       if (st.kind == StepKind::kLayer) {
-        const Dims d = s.dims[size_t(st.value)];
-        s.step_macs[si] = int64_t(d.h) * d.w * d.c * layers[size_t(st.layer)].K_real();
+        const Layer& o = layers[size_t(st.layer)];
+        const Dims d = s.dims[size_t(st.in[0])];  // the conv's output pixels (before a fused pool)
+        s.step_macs[si] = o.linear ? int64_t(o.out) * o.K_real()
+                                   : int64_t(o.out_dim(d.h)) * o.out_dim(d.w) * o.out * o.K_real();
       }
     }
   };
@@ -1171,15 +1257,15 @@ Runtime::Runtime(const Artifact& model, RuntimeOptions options) : impl_(std::mak
       const bool quantizes_here = !vi.codes && !vi.twin_serves(o.in_q);
       if (!o.integer || o.depthwise || o.linear || o.groups != 1 || (o.kernel * o.in) % 4 == 0 || !quantizes_here)
         continue;
-      const int cp = (o.in + 3) / 4 * 4, taps = o.kernel * o.kernel, K = o.K();
-      std::vector<int8_t> codes(size_t(o.out) * K), padded(size_t(o.out) * taps * cp, 0);
+      const int row = o.kernel * o.in, kp = (row + 3) / 4 * 4, K = o.K();
+      std::vector<int8_t> codes(size_t(o.out) * K), padded(size_t(o.out) * o.kernel * kp, 0);
       if (o.bits == 8) std::memcpy(codes.data(), o.wq.data(), codes.size());
       else unpack_rows_into(o.wq.data(), 0, size_t(o.out), size_t(K), o.bits, codes.data());
       for (int j = 0; j < o.out; ++j)
-        for (int t = 0; t < taps; ++t)
-          std::memcpy(&padded[(size_t(j) * taps + t) * cp], &codes[(size_t(j) * taps + t) * o.in], size_t(o.in));
+        for (int ky = 0; ky < o.kernel; ++ky)
+          std::memcpy(&padded[(size_t(j) * o.kernel + ky) * kp], &codes[(size_t(j) * o.kernel + ky) * row], size_t(row));
       impl_->weight_bytes -= o.wq.size();
-      o.cpad = cp;
+      o.kpad = kp;
       if (o.bits == 8) o.wq.assign(padded.begin(), padded.end());
       else o.wq = pack_rows(padded.data(), size_t(o.out), size_t(o.K()), o.bits);
       impl_->weight_bytes += o.wq.size();
