@@ -616,6 +616,17 @@ TEST(Runtime, PlanFusesConvBnActAddAndQuantizer) {
   EXPECT_CONTAINS(all, "int depthwise");
   // Buffers are reused: fewer buffers than steps.
   EXPECT_LT(plan.size(), size_t(30));
+  // A residual add writes its result in place of its other operand where that is last read there
+  // (ResNet-20's identity and downsample shortcuts; float results only).
+  std::string r20;
+  for (const auto& l : Runtime(switch_uniform(random_master("resnet20", {8, 4}, 11), 8), o).plan()) r20 += l + "\n";
+  const auto buf_of = [&](const std::string& step) {
+    const size_t at = r20.find(step), b = r20.find("float buf", at);
+    EXPECT_NE(at, std::string::npos) << step;
+    return r20.substr(b, r20.find_first_not_of("0123456789", b + 9) - b);
+  };
+  EXPECT_EQ(buf_of("layer [blocks.1.conv2"), buf_of("layer [blocks.1.down_conv")) << r20;
+  EXPECT_EQ(buf_of("layer [blocks.0.conv2"), buf_of("layer [stem")) << r20;
 }
 
 TEST(Artifact, FuzzSeedsAreVersion2AndTheHugeIntegerIsAnError) {

@@ -135,11 +135,13 @@ struct Epi {
   float lo1, hi1, lo2, hi2;
 };
 
+// `other` may be `yf` (a residual add computed in place, plan_memory): each value is stored where
+// its operand was just read, so neither is restrict.
 // The portable loop; kFloatIn: the base is y0 * alpha + beta from float results (FP layers) in
 // place of the int32 sums' (float(acc + corr) * as + bias) * alpha + beta.
 template <bool kFloatIn, bool kAdd, int kOut>
-BS_CLONES void epilogue_loop(const void* __restrict in, int M, int N, Epi e, const float* __restrict other, Quant q,
-                             float* __restrict yf, uint8_t* __restrict yq) {
+BS_CLONES void epilogue_loop(const void* __restrict in, int M, int N, Epi e, const float* other, Quant q,
+                             float* yf, uint8_t* __restrict yq) {
   const int32_t* __restrict acc = static_cast<const int32_t*>(in);
   const float* __restrict y0 = static_cast<const float*>(in);
   for (int m = 0; m < M; ++m) {
@@ -166,8 +168,8 @@ BS_CLONES void epilogue_loop(const void* __restrict in, int M, int N, Epi e, con
 // left rows of 16-31 channels (ResNet-20's first stage; MobileNetV2's 24-channel layers) to its
 // scalar remainder: the epilogue was 37% of ResNet-20's batch-64 profile.
 template <bool kFloatIn, bool kAdd, int kOut>
-BS_TARGET_VNNI void epilogue_avx512(const void* __restrict in, int M, int N, Epi e, const float* __restrict other,
-                                        Quant q, float* __restrict yf, uint8_t* __restrict yq) {
+BS_TARGET_VNNI void epilogue_avx512(const void* __restrict in, int M, int N, Epi e, const float* other,
+                                        Quant q, float* yf, uint8_t* __restrict yq) {
   const int32_t* __restrict acc = static_cast<const int32_t*>(in);
   const float* __restrict y0 = static_cast<const float*>(in);
   const __m512 lo1 = _mm512_set1_ps(e.lo1), hi1 = _mm512_set1_ps(e.hi1), lo2 = _mm512_set1_ps(e.lo2),
@@ -1002,11 +1004,20 @@ void Runtime::Impl::plan_memory() {
   std::vector<int> free_slots;
   for (size_t k = 0; k < steps.size(); ++k) {
     const Step& st = steps[k];
+    // A residual add whose other operand is last read here writes its result in place of it: the
+    // epilogue stores each value where it has just read the operand's, from cache (ResNet-50's
+    // 3.2 MB float maps of layer1 are otherwise written to lines fetched from memory first).
+    int in_place = -1;
+    if (st.kind == StepKind::kLayer && st.add_other >= 0 && root[size_t(st.add_other)] == st.add_other &&
+        last[size_t(st.add_other)] == int(k) && st.add_other != st.in[0] && !values[size_t(st.add_other)].codes &&
+        !values[size_t(st.value)].codes)
+      in_place = st.add_other;
     if (st.kind == StepKind::kFlatten) {
       values[size_t(st.value)].slot = values[size_t(st.in[0])].slot;
     } else {
       int slot;
-      if (!free_slots.empty()) slot = free_slots.back(), free_slots.pop_back();
+      if (in_place >= 0) slot = values[size_t(in_place)].slot;
+      else if (!free_slots.empty()) slot = free_slots.back(), free_slots.pop_back();
       else slot = num_slots++;
       values[size_t(st.value)].slot = slot;
       if (values[size_t(st.value)].twin_slot >= 0) {
@@ -1023,7 +1034,9 @@ void Runtime::Impl::plan_memory() {
     std::set<int> done;
     for (int v : st.in) {
       const int r = root[size_t(v)];
-      if (last[size_t(r)] == int(k) && done.insert(r).second) release(values[size_t(r)]);
+      if (last[size_t(r)] != int(k) || !done.insert(r).second) continue;
+      if (r != in_place) release(values[size_t(r)]);
+      else if (values[size_t(r)].twin_slot >= 0) free_slots.push_back(values[size_t(r)].twin_slot);  // its slot lives on
     }
     if (st.kind != StepKind::kFlatten && last[size_t(st.value)] == int(k)) release(values[size_t(st.value)]);
   }
