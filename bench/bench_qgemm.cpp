@@ -4,6 +4,7 @@
 // Run: build/src/bitswitch/deploy/bench_qgemm --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <random>
 #include <vector>
 
@@ -11,6 +12,7 @@
 #include "bitswitch/deploy/packing.h"
 #include "bitswitch/deploy/qgemm.h"
 #include "bitswitch/deploy/qgemm_pairs.h"
+#include "bitswitch/deploy/qgemm_panels.h"
 
 using namespace bitswitch::deploy;
 
@@ -102,6 +104,32 @@ void BM_ShortK(benchmark::State& state, bool pairs) {
       benchmark::Counter(double(M) * N * K / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
+// The VNNI panel GEMM (qgemm_panels.h) on the same short-K shapes, as the runtime calls it on
+// 1x1 convolutions: rows in chunks of max(48, 8192 / N rounded down to 48) rows, each chunk's
+// int32 sums into one reused buffer.
+void BM_ShortKPanels(benchmark::State& state) {
+  const int M = int(state.range(0)), N = int(state.range(1)), K = int(state.range(2));
+  if (!qgemm_panels_supported()) {
+    state.SkipWithError("no AVX-512 VNNI on this CPU");
+    return;
+  }
+  std::mt19937 rng(1);
+  std::vector<uint8_t> A(size_t(M) * K);
+  std::vector<int8_t> B(size_t(N) * K), P(qgemm_panels_bytes(N, K));
+  for (auto& a : A) a = uint8_t(rng());
+  for (auto& b : B) b = int8_t(rng());
+  qgemm_panels_from_rows(B.data(), N, K, P.data());
+  const int chunk = std::max(48, (8192 / N) / 48 * 48);
+  std::vector<int32_t> C(size_t(chunk) * N);
+  for (auto _ : state) {
+    for (int m0 = 0; m0 < M; m0 += chunk)
+      qgemm_u8_panels_s32(std::min(chunk, M - m0), N, K, A.data() + size_t(m0) * K, K, P.data(), C.data());
+    benchmark::DoNotOptimize(C.data());
+  }
+  state.counters["GMAC/s"] =
+      benchmark::Counter(double(M) * N * K / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 // The full-precision conv (float_conv.h) on ResNet's 7x7 stride-2 stem as the runtime calls it:
 // one 224x224x3 NHWC image, padding 3, 64 output channels (M = 112 * 112, K = 7 * 7 * 3), the
 // rows built from the image per block (fconv_conv). Compare the GMAC/s of the AVX2 and AVX-512
@@ -155,6 +183,7 @@ void short_k_shapes(benchmark::internal::Benchmark* b) {
 
 BENCHMARK_CAPTURE(BM_ShortK, rows_avx2, false)->Apply(short_k_shapes)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_ShortK, pairs_avx2, true)->Apply(short_k_shapes)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ShortKPanels)->Apply(short_k_shapes)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_FpStem, avx2, QgemmIsa::kAvx2)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_FpStem, avx512, QgemmIsa::kAvx512Vnni)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_FpClassifier)->Arg(1)->Arg(4)->Arg(16)->Arg(32)->Unit(benchmark::kMillisecond);

@@ -176,28 +176,49 @@ BS_TARGET_VNNI void epilogue_avx512(const void* __restrict in, int M, int N, Epi
                hi2 = _mm512_set1_ps(e.hi2), inv = _mm512_set1_ps(q.inv), qlo = _mm512_set1_ps(q.offset ? q.lo : 0.0f),
                qhi = _mm512_set1_ps(q.hi), magic = _mm512_set1_ps(12582912.0f);
   const __m512i off = _mm512_set1_epi32(q.offset);
-  for (int m = 0; m < M; ++m)
+  // Rows in fours, each 16 channels' parameters loaded once for the four (the loads bounded
+  // the loop: six per vector).
+  constexpr int kRows = 4;
+  for (int m0 = 0; m0 < M; m0 += kRows) {
+    const int rows = std::min(kRows, M - m0);
     for (int j0 = 0; j0 < N; j0 += 16) {
       const __mmask16 k = N - j0 >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (N - j0)) - 1);
-      const size_t r = size_t(m) * N + j0;
-      __m512 v;
-      if constexpr (kFloatIn) {
-        v = _mm512_maskz_loadu_ps(k, y0 + r);
-      } else {
-        v = _mm512_cvtepi32_ps(
-            _mm512_add_epi32(_mm512_maskz_loadu_epi32(k, acc + r), _mm512_maskz_loadu_epi32(k, e.corr + j0)));
-        v = _mm512_add_ps(_mm512_mul_ps(v, _mm512_maskz_loadu_ps(k, e.as + j0)), _mm512_maskz_loadu_ps(k, e.bias + j0));
+      const __m512 alpha = _mm512_maskz_loadu_ps(k, e.alpha + j0), beta = _mm512_maskz_loadu_ps(k, e.beta + j0);
+      __m512i corr = _mm512_setzero_si512();
+      __m512 as = alpha, bias = beta;
+      if constexpr (!kFloatIn) {
+        corr = _mm512_maskz_loadu_epi32(k, e.corr + j0);
+        as = _mm512_maskz_loadu_ps(k, e.as + j0), bias = _mm512_maskz_loadu_ps(k, e.bias + j0);
       }
-      v = _mm512_add_ps(_mm512_mul_ps(v, _mm512_maskz_loadu_ps(k, e.alpha + j0)), _mm512_maskz_loadu_ps(k, e.beta + j0));
-      v = _mm512_min_ps(hi1, _mm512_max_ps(lo1, v));
-      if constexpr (kAdd) v = _mm512_min_ps(hi2, _mm512_max_ps(lo2, _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, other + r))));
-      if constexpr ((kOut & kOutCodes) != 0) {
-        __m512 c = _mm512_min_ps(qhi, _mm512_max_ps(qlo, _mm512_mul_ps(v, inv)));
-        c = _mm512_sub_ps(_mm512_add_ps(c, magic), magic);
-        _mm512_mask_cvtepi32_storeu_epi8(yq + r, k, _mm512_add_epi32(_mm512_cvttps_epi32(c), off));
+      for (int i = 0; i < rows; ++i) {
+        const size_t r = size_t(m0 + i) * N + j0;
+        __m512 v;
+        if constexpr (kFloatIn) {
+          v = _mm512_maskz_loadu_ps(k, y0 + r);
+        } else {
+          v = _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_maskz_loadu_epi32(k, acc + r), corr));
+          v = _mm512_add_ps(_mm512_mul_ps(v, as), bias);
+        }
+        v = _mm512_add_ps(_mm512_mul_ps(v, alpha), beta);
+        v = _mm512_min_ps(hi1, _mm512_max_ps(lo1, v));
+        if constexpr (kAdd)
+          v = _mm512_min_ps(hi2, _mm512_max_ps(lo2, _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, other + r))));
+        // Whole vectors are stored unmasked, the codes narrowed in a register (the masked
+        // narrowing store vpmovdb m128{k} is slow).
+        if constexpr ((kOut & kOutCodes) != 0) {
+          __m512 c = _mm512_min_ps(qhi, _mm512_max_ps(qlo, _mm512_mul_ps(v, inv)));
+          c = _mm512_sub_ps(_mm512_add_ps(c, magic), magic);
+          const __m512i ci = _mm512_add_epi32(_mm512_cvttps_epi32(c), off);
+          if (k == 0xFFFF) _mm_storeu_si128(reinterpret_cast<__m128i*>(yq + r), _mm512_cvtepi32_epi8(ci));
+          else _mm512_mask_cvtepi32_storeu_epi8(yq + r, k, ci);
+        }
+        if constexpr ((kOut & kOutFloat) != 0) {
+          if (k == 0xFFFF) _mm512_storeu_ps(yf + r, v);
+          else _mm512_mask_storeu_ps(yf + r, k, v);
+        }
       }
-      if constexpr ((kOut & kOutFloat) != 0) _mm512_mask_storeu_ps(yf + r, k, v);
     }
+  }
 }
 #endif
 
@@ -484,30 +505,33 @@ struct Runtime::Impl {
     MemoryLease& operator=(const MemoryLease&) = delete;
   };
 
-  // Integer conv/linear on u8 codes [n,h,w,C] -> int32 acc [n*ho*wo, N]; epilogue(first, c0, c1)
-  // is called by each thread after the GEMM of rows [c0, c1) of its range, which starts at row
-  // `first`, in increasing order.
+  // Integer conv/linear on u8 codes [n,h,w,C] -> int32 sums [n*ho*wo, N]; epilogue(first, c0, c1,
+  // sums) is called by each thread after the GEMM of rows [c0, c1) of its range, which starts at
+  // row `first`, in increasing order, with the sums of those rows. Panel layers keep them in a
+  // per-thread chunk buffer that stays in cache, unless `whole`: then (as on the other paths) the
+  // sums of row m are at s.acc + m * N, and stay there for the call.
   // `xf` (panel layers that pad): the float input instead, quantized with o.in_q into the padded copy.
   void gemm_int(const Layer& o, const uint8_t* x, const float* xf, int n, int h, int w, Scratch& s, int inner,
-                const std::function<void(int, int, int)>& epilogue) const;
+                bool whole, const std::function<void(int, int, int, const int32_t*)>& epilogue) const;
   void run_layer(const Step& st, int n, Scratch& s, int inner) const;
   void forward_tile(const float* x_nchw, int n, int h, int w, float* logits, Scratch& s, int inner) const;
   void run_step(const Step& st, const float* x_nchw, int n, int h, int w, Scratch& s, int inner) const;
 };
 
 void Runtime::Impl::gemm_int(const Layer& o, const uint8_t* x, const float* xf, int n, int h, int w, Scratch& s,
-                             int inner, const std::function<void(int, int, int)>& epilogue) const {
+                             int inner, bool whole,
+                             const std::function<void(int, int, int, const int32_t*)>& epilogue) const {
   const int ho = o.out_dim(h), wo = o.out_dim(w), M = n * ho * wo, K = o.K();
-  int32_t* C = sized(s.acc, size_t(M) * o.out);
   const uint8_t padv = uint8_t(o.in_q.offset);
   if (o.depthwise) {
+    int32_t* C = sized(s.acc, size_t(M) * o.out);
     // Output rows in chunks of about 32 KiB of int32 results, as the panel GEMM below.
     const int chunk = std::max(1, 8192 / std::max(1, wo * o.out));
     parallel_rows(n * ho, inner, [&](int r0, int r1) {
       for (int c0 = r0; c0 < r1; c0 += chunk) {
         const int c1 = std::min(r1, c0 + chunk);
         dwconv_u8s8_s32(n, h, w, o.in, o.kernel, o.stride, o.padding, padv, x, o.wdw.data(), C, c0, c1);
-        epilogue(r0 * wo, c0 * wo, c1 * wo);
+        epilogue(r0 * wo, c0 * wo, c1 * wo, C + size_t(c0) * wo * o.out);
       }
     });
     return;
@@ -567,14 +591,19 @@ void Runtime::Impl::gemm_int(const Layer& o, const uint8_t* x, const float* xf, 
     // them, a multiple of 48 rows (whole blocks of the kernel's 6/12/16 rows). Measured on
     // MobileNetV2, batch 16, 1 thread, alternating in one process: best 131 vs 144 ms, median 158
     // vs 179 (its expand layers' results are megabytes per layer); ResNets unchanged.
+    // The chunk buffer: a whole-call buffer of megabytes (ResNet-50's layer1: 3.2 MB per image)
+    // had every chunk's stores miss the caches.
     const int chunk = std::max(48, (8192 / o.out) / 48 * 48);
+    int32_t* C = whole ? sized(s.acc, size_t(M) * o.out) : nullptr;
     parallel_rows(M, inner, [&](int r0, int r1) {
+      thread_local std::vector<int32_t> local;
       for (int c0 = r0; c0 < r1; c0 += chunk) {
         const int c1 = std::min(r1, c0 + chunk);
         PanelRows part = pr;
         part.rows = rows.data() + c0;
-        qgemm_u8_panels_rows_s32(c1 - c0, o.out, part, panels, C + size_t(c0) * o.out, panel_bits);
-        epilogue(r0, c0, c1);
+        int32_t* dst = whole ? C + size_t(c0) * o.out : sized(local, size_t(chunk) * o.out);
+        qgemm_u8_panels_rows_s32(c1 - c0, o.out, part, panels, dst, panel_bits);
+        epilogue(r0, c0, c1, dst);
       }
     });
     return;
@@ -605,6 +634,7 @@ void Runtime::Impl::gemm_int(const Layer& o, const uint8_t* x, const float* xf, 
   }
   // Pair-panel layers: the 8-bit pair panels, or the low-bit ones of this call (rows8).
   const int8_t* pairs = o.pairs ? (o.bits == 8 ? o.wpairs.data() : rows8) : nullptr;
+  int32_t* C = sized(s.acc, size_t(M) * o.out);
   parallel_rows(M, inner, [&](int r0, int r1) {
     if (pairs)
       qgemm_u8_pairs_s32(r1 - r0, o.out, K, A + size_t(r0) * K, size_t(K), pairs, C + size_t(r0) * o.out);
@@ -615,7 +645,7 @@ void Runtime::Impl::gemm_int(const Layer& o, const uint8_t* x, const float* xf, 
       qgemm_u8s8_s32_narrow(r1 - r0, o.out, K, A + size_t(r0) * K, rows8, o.bits, C + size_t(r0) * o.out, isa);
     else
       qgemm_u8_packed_s32(r1 - r0, o.out, K, A + size_t(r0) * K, o.wq.data(), o.bits, C + size_t(r0) * o.out, isa);
-    epilogue(r0, r0, r1);
+    epilogue(r0, r0, r1, C + size_t(r0) * o.out);
   });
 }
 
@@ -695,19 +725,15 @@ void Runtime::Impl::run_layer(const Step& st, int n, Scratch& s, int inner) cons
       quantize(reinterpret_cast<const float*>(in_bytes), elems, o.in_q, t);
       xq = t;
     }
-    const int32_t* acc = nullptr;
-    auto epi = [&](int first, int r0, int r1) {
-      if (st.pool) return pool_chunk(std::false_type(), acc, first, r0, r1);
-      const int32_t* a = acc + size_t(r0) * N;
+    auto epi = [&](int first, int r0, int r1, const int32_t* a) {
+      if (st.pool) return pool_chunk(std::false_type(), s.acc.data(), first, r0, r1);
       const float* ot = other ? other + size_t(r0) * N : nullptr;
       float* f = yf ? yf + size_t(r0) * N : nullptr;
       uint8_t* c = yq ? yq + size_t(r0) * N : nullptr;
       epilogue_rows<false>(wide, a, r1 - r0, N, e, ot, q, f, c);
     };
-    sized(s.acc, size_t(M) * N);
-    acc = s.acc.data();
-    gemm_int(o, xq, xf, n, h, w, s, inner, epi);
-    if (st.pool) pool_left(std::false_type(), acc);
+    gemm_int(o, xq, xf, n, h, w, s, inner, st.pool, epi);
+    if (st.pool) pool_left(std::false_type(), static_cast<const int32_t*>(s.acc.data()));
   } else {
     BS_CHECK(!values[size_t(vin)].codes, "node '", o.name, "': a full-precision layer reads codes");
     const float* x = reinterpret_cast<const float*>(in_bytes);
