@@ -392,8 +392,41 @@ void fconv_conv(const FconvInput& in, int m0, int m1, int N, const float* wt, co
                 QgemmIsa isa) {
   const int ho = (in.h + 2 * in.padding - in.kernel) / in.stride + 1;
   const int wo = (in.w + 2 * in.padding - in.kernel) / in.stride + 1;
-  const ConvRows rows{in, ho, wo};
   const int K = in.kernel * in.kernel * in.c;
+  if (m1 <= m0) return;
+  // Short kernel rows (k * C <= 16 values: ResNet-20's 3x3 stem on one channel) of small images:
+  // the images these rows touch widened once into a zero-padded double copy, each row then k
+  // runs of k * C values copied from it (built from the floats, with the bounds checks of every
+  // kernel row, a row cost more than its multiply-adds). The same rows, so the same sums.
+  const int hp = in.h + 2 * in.padding, wp = in.w + 2 * in.padding, b0 = m0 / (ho * wo), b1 = (m1 - 1) / (ho * wo) + 1;
+  const size_t padded = size_t(b1 - b0) * hp * wp * in.c;
+  if (in.kernel * in.c <= 16 && padded * sizeof(double) <= (256u << 10)) {
+    thread_local std::vector<double> pad;
+    pad.assign(padded, 0.0);
+    const size_t row = size_t(in.w) * in.c;
+    for (int b = b0; b < b1; ++b)
+      for (int iy = 0; iy < in.h; ++iy)
+        widen(in.x + (size_t(b) * in.h + iy) * row, row,
+              pad.data() + ((size_t(b - b0) * hp + iy + in.padding) * wp + in.padding) * in.c);
+    const size_t kc = size_t(in.kernel) * in.c, prow = size_t(wp) * in.c;
+    const double* p = pad.data();
+    const auto fill = [&](int r0, int mr, double* a) {
+      const int m = m0 + r0;
+      int b = m / (ho * wo), oy = m / wo % ho, ox = m % wo;
+      for (int r = 0; r < mr; ++r) {
+        if (r > 0 && ++ox == wo) {
+          ox = 0;
+          if (++oy == ho) oy = 0, ++b;
+        }
+        const double* src = p + ((size_t(b - b0) * hp + size_t(oy) * in.stride) * wp + size_t(ox) * in.stride) * in.c;
+        for (int ky = 0; ky < in.kernel; ++ky, a += kc)
+          for (size_t i = 0; i < kc; ++i) a[i] = src[ky * prow + i];
+      }
+    };
+    fconv_dispatch(fill, m1 - m0, K, N, wt, bias, y + size_t(m0) * N, isa);
+    return;
+  }
+  const ConvRows rows{in, ho, wo};
   // Row m of this call is output pixel m0 + m.
   const auto fill = [&](int r0, int mr, double* a) { rows(m0 + r0, mr, a); };
   fconv_dispatch(fill, m1 - m0, K, N, wt, bias, y + size_t(m0) * N, isa);
