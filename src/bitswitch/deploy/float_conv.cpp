@@ -302,20 +302,27 @@ void widen(const float* src, size_t n, double* a) {
 
 void DenseRows::operator()(int m0, int mr, double* a) const { widen(A + size_t(m0) * K, size_t(mr) * K, a); }
 
+// Output pixel m as (b, oy, ox), stepped pixel by pixel (three integer divisions per row cost
+// more than the multiply-adds of a 3x3 conv on one channel).
+struct OutPixel {
+  int ho, wo, b, oy, ox;
+  OutPixel(int m, int ho_, int wo_) : ho(ho_), wo(wo_), b(m / (ho_ * wo_)), oy(m / wo_ % ho_), ox(m % wo_) {}
+  void next() {
+    if (++ox == wo) {
+      ox = 0;
+      if (++oy == ho) oy = 0, ++b;
+    }
+  }
+};
+
 // The rows of ConvRows; Widen(src, n, dst) widens n floats.
 template <typename Widen>
 inline void conv_rows(const ConvRows& cr, int m0, int mr, double* a, const Widen& widen_fn) {
   const FconvInput& in = cr.in;
-  const int k = in.kernel, c = in.c, ho = cr.ho, wo = cr.wo;
-  // Output pixel m0 + r as (b, oy, ox), stepped row by row (three integer divisions per row
-  // cost more than the multiply-adds of a 3x3 conv on one channel).
-  int b = m0 / (ho * wo), oy = m0 / wo % ho, ox = m0 % wo;
-  for (int r = 0; r < mr; ++r) {
-    if (r > 0 && ++ox == wo) {
-      ox = 0;
-      if (++oy == ho) oy = 0, ++b;
-    }
-    const int iy0 = oy * in.stride - in.padding, ix0 = ox * in.stride - in.padding;
+  const int k = in.kernel, c = in.c;
+  OutPixel px(m0, cr.ho, cr.wo);
+  for (int r = 0; r < mr; ++r, px.next()) {
+    const int b = px.b, iy0 = px.oy * in.stride - in.padding, ix0 = px.ox * in.stride - in.padding;
     const bool x_inside = ix0 >= 0 && ix0 + k <= in.w;
     for (int ky = 0; ky < k; ++ky) {
       const int iy = iy0 + ky;
@@ -411,14 +418,10 @@ void fconv_conv(const FconvInput& in, int m0, int m1, int N, const float* wt, co
     const size_t kc = size_t(in.kernel) * in.c, prow = size_t(wp) * in.c;
     const double* p = pad.data();
     const auto fill = [&](int r0, int mr, double* a) {
-      const int m = m0 + r0;
-      int b = m / (ho * wo), oy = m / wo % ho, ox = m % wo;
-      for (int r = 0; r < mr; ++r) {
-        if (r > 0 && ++ox == wo) {
-          ox = 0;
-          if (++oy == ho) oy = 0, ++b;
-        }
-        const double* src = p + ((size_t(b - b0) * hp + size_t(oy) * in.stride) * wp + size_t(ox) * in.stride) * in.c;
+      OutPixel px(m0 + r0, ho, wo);
+      for (int r = 0; r < mr; ++r, px.next()) {
+        const double* src =
+            p + ((size_t(px.b - b0) * hp + size_t(px.oy) * in.stride) * wp + size_t(px.ox) * in.stride) * in.c;
         for (int ky = 0; ky < in.kernel; ++ky, a += kc)
           for (size_t i = 0; i < kc; ++i) a[i] = src[ky * prow + i];
       }
