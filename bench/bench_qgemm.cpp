@@ -175,7 +175,8 @@ void BM_FpClassifier(benchmark::State& state) {
 
 void short_k_shapes(benchmark::internal::Benchmark* b) {
   for (const auto& s : std::vector<std::vector<int64_t>>{
-           {3136, 96, 16}, {3136, 256, 64}, {784, 512, 128}, {784, 128, 512}, {784, 128, 576}, {196, 256, 1152}})
+           {3136, 96, 16}, {3136, 256, 64}, {784, 512, 128}, {784, 128, 512}, {784, 128, 576}, {196, 256, 1152},
+           {3136, 16, 144}, {784, 32, 288}, {196, 64, 576}})
     b->Args(s);
 }
 

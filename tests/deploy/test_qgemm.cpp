@@ -327,6 +327,61 @@ TEST(QgemmPanels, MatchesReferenceOnConvShapesAndEveryWidth) {
   EXPECT_THROW(qgemm_u8_panels_s32(1, 16, 18, nullptr, 18, p.data(), nullptr), Error);
 }
 
+// Panel ranges (threads splitting a layer by its channels): each range writes exactly its
+// columns, and the ranges of a random split together give the reference, on random shapes and
+// widths, int8 and packed panels.
+TEST(QgemmPanels, PanelRangesWriteExactlyTheirColumns) {
+  if (!qgemm_panels_supported()) GTEST_SKIP() << "no AVX-512 VNNI on this CPU";
+  std::mt19937 rng(12);
+  for (int it = 0; it < 40; ++it) {
+    const int M = 1 + int(rng() % 60), N = 1 + int(rng() % 140), K = 4 * (1 + int(rng() % 80));
+    const int bits = std::vector<int>{8, 8, 6, 4, 3, 2}[rng() % 6];
+    if (bits < 8 && !qgemm_packed_panels_supported()) continue;
+    SCOPED_TRACE("M " + std::to_string(M) + " N " + std::to_string(N) + " K " + std::to_string(K) + " bits " +
+                 std::to_string(bits));
+    std::vector<uint8_t> A(size_t(M) * K);
+    for (auto& v : A) v = uint8_t(rng());
+    std::uniform_int_distribution<int> code(quant::signed_qmin(bits), quant::signed_qmax(bits));
+    std::vector<int8_t> B(size_t(N) * K);
+    for (auto& v : B) v = int8_t(code(rng));
+    std::vector<int32_t> want(size_t(M) * N), got(size_t(M) * N, -7);
+    qgemm_u8s8_s32_ref(M, N, K, A.data(), B.data(), want.data());
+    std::vector<int8_t> panels(qgemm_panels_bytes(N, K));
+    qgemm_panels_from_rows(B.data(), N, K, panels.data());
+    std::vector<uint8_t> packed(qgemm_packed_panels_bytes(N, K, bits));
+    if (bits < 8) qgemm_pack_panels(panels.data(), N, K, bits, packed.data());
+    const int8_t* w = bits < 8 ? reinterpret_cast<const int8_t*>(packed.data()) : panels.data();
+    std::vector<const uint8_t*> rows(static_cast<size_t>(M));
+    for (int m = 0; m < M; ++m) rows[size_t(m)] = &A[size_t(m) * K];
+    // A random split into ranges, run in a random order.
+    const int nbs = (N + 15) / 16;
+    std::vector<std::pair<int, int>> ranges;
+    for (int nb0 = 0; nb0 < nbs;) {
+      const int nb1 = std::min(nbs, nb0 + 1 + int(rng() % 6));
+      ranges.emplace_back(nb0, nb1);
+      nb0 = nb1;
+    }
+    std::shuffle(ranges.begin(), ranges.end(), rng);
+    std::vector<bool> done(size_t(nbs), false);
+    for (const auto& [nb0, nb1] : ranges) {
+      qgemm_u8_panels_rows_s32(M, N, PanelRows{rows.data(), 1, K / 4, 0}, w, got.data(), bits, nb0, nb1);
+      for (int nb = nb0; nb < nb1; ++nb) done[size_t(nb)] = true;
+      for (int m = 0; m < M; ++m)
+        for (int n = 0; n < N; ++n) {
+          const size_t i = size_t(m) * N + n;
+          if (done[size_t(n / 16)]) ASSERT_EQ(got[i], want[i]) << "m " << m << " n " << n << " after " << nb0 << "-" << nb1;
+          else ASSERT_EQ(got[i], -7) << "written outside [" << nb0 << ", " << nb1 << "): m " << m << " n " << n;
+        }
+    }
+  }
+  std::vector<uint8_t> a(64);
+  std::vector<const uint8_t*> r{a.data()};
+  std::vector<int8_t> p(qgemm_panels_bytes(32, 4));
+  std::vector<int32_t> c(32);
+  EXPECT_THROW(qgemm_u8_panels_rows_s32(1, 32, PanelRows{r.data(), 1, 1, 0}, p.data(), c.data(), 8, 1, 3), Error);
+  EXPECT_THROW(qgemm_u8_panels_rows_s32(1, 32, PanelRows{r.data(), 1, 1, 0}, p.data(), c.data(), 8, 2, 1), Error);
+}
+
 // The AVX2 pair-panel GEMM (and its portable loop) against the reference: edge and random shapes
 // (odd K, N not a multiple of 16, M not a multiple of 6, K over one K block of 512 codes), a row
 // stride larger than K, the extremes, and guarded buffers.

@@ -55,11 +55,11 @@ struct PanelLoader {
                    const int8_t* panels, int panel_stride, int nb0, int N, int32_t* C) {                  \
     const LOADER load;                                                                                     \
     __m512i acc[MR][NB];                                                                                   \
-    for (int r = 0; r < MR; ++r)                                                                           \
+    _Pragma("GCC unroll 16") for (int r = 0; r < MR; ++r)                                                 \
       for (int j = 0; j < NB; ++j) acc[r][j] = _mm512_setzero_si512();                                     \
     const int8_t* p = panels + size_t(nb0) * panel_stride;                                                 \
     const uint8_t* a[MR];                                                                                  \
-    for (int r = 0; r < MR; ++r) a[r] = rows[r < valid ? r : 0];                                           \
+    _Pragma("GCC unroll 16") for (int r = 0; r < MR; ++r) a[r] = rows[r < valid ? r : 0];                 \
     int q = 0;                                                                                             \
     for (int sg = 0; sg < segs; ++sg) {                                                                    \
       const size_t off = size_t(sg) * seg_stride;                                                          \
@@ -74,7 +74,8 @@ struct PanelLoader {
         }                                                                                                  \
       }                                                                                                    \
     }                                                                                                      \
-    for (int r = 0; r < valid; ++r)                                                                        \
+    _Pragma("GCC unroll 16") for (int r = 0; r < MR; ++r)                                                 \
+      if (r < valid)                                                                                       \
       for (int j = 0; j < NB; ++j) {                                                                       \
         const int n = (nb0 + j) * 16;                                                                      \
         const int nv = N - n < 16 ? N - n : 16;                                                            \
@@ -105,17 +106,17 @@ void run_rows(int M, int N, const PanelRows& A, const int8_t* panels, int nb0, i
                         C + size_t(m) * N);
 }
 
+// Panels [nb0, nb1) of C, all M rows.
 template <int BITS>
-void run_all(int M, int N, const PanelRows& A, const int8_t* panels, int32_t* C) {
-  const int nbs = blocks16(N);
-  int nb = 0;
+void run_all(int M, int N, const PanelRows& A, const int8_t* panels, int32_t* C, int nb0, int nb1) {
+  int nb = nb0;
   // Up to 4 panels (64 channels) per pass: 6 x 4 accumulators; narrower layers use more rows.
   // Packed panels keep 4 unpacking constants in registers too: fewer accumulators, no spills.
   constexpr bool packed = BITS < 8;
-  for (; nb + 4 <= nbs; nb += 4) run_rows<packed ? 5 : 6, 4, BITS>(M, N, A, panels, nb, C);
-  if (nbs - nb == 3) run_rows<packed ? 6 : 8, 3, BITS>(M, N, A, panels, nb, C);
-  else if (nbs - nb == 2) run_rows<packed ? 10 : 12, 2, BITS>(M, N, A, panels, nb, C);
-  else if (nbs - nb == 1) run_rows<packed ? 12 : 16, 1, BITS>(M, N, A, panels, nb, C);
+  for (; nb + 4 <= nb1; nb += 4) run_rows<packed ? 5 : 6, 4, BITS>(M, N, A, panels, nb, C);
+  if (nb1 - nb == 3) run_rows<packed ? 6 : 8, 3, BITS>(M, N, A, panels, nb, C);
+  else if (nb1 - nb == 2) run_rows<packed ? 10 : 12, 2, BITS>(M, N, A, panels, nb, C);
+  else if (nb1 - nb == 1) run_rows<packed ? 12 : 16, 1, BITS>(M, N, A, panels, nb, C);
 }
 #endif
 
@@ -145,8 +146,12 @@ void qgemm_panels_from_packed(const uint8_t* B_packed, int bits, int N, int K, i
   qgemm_panels_from_rows(rows.data(), N, K, out);
 }
 
-void qgemm_u8_panels_rows_s32(int M, int N, const PanelRows& A, const int8_t* panels, int32_t* C, int bits) {
+void qgemm_u8_panels_rows_s32(int M, int N, const PanelRows& A, const int8_t* panels, int32_t* C, int bits,
+                              int nb0, int nb1) {
   const int K = A.segs * A.seg_q * 4;
+  if (nb1 < 0) nb1 = blocks16(N);
+  BS_CHECK(0 <= nb0 && nb0 <= nb1 && nb1 <= blocks16(N), "qgemm panels: panel range [", nb0, ", ", nb1,
+           ") outside the ", blocks16(N), " panels of N = ", N);
   BS_CHECK(qgemm_panels_usable(N, K) && A.segs >= 1 && A.seg_q >= 1, "qgemm panels: unsupported CPU or shape N = ", N,
            ", K = ", K);
   BS_CHECK(bits == 8 || (bits >= 2 && bits < 8 && qgemm_packed_panels_supported()), "qgemm panels: ", bits,
@@ -154,13 +159,13 @@ void qgemm_u8_panels_rows_s32(int M, int N, const PanelRows& A, const int8_t* pa
   if (M <= 0) return;
 #if BS_DEPLOY_X86
   switch (bits) {
-    case 8: return run_all<8>(M, N, A, panels, C);
-    case 7: return run_all<7>(M, N, A, panels, C);
-    case 6: return run_all<6>(M, N, A, panels, C);
-    case 5: return run_all<5>(M, N, A, panels, C);
-    case 4: return run_all<4>(M, N, A, panels, C);
-    case 3: return run_all<3>(M, N, A, panels, C);
-    case 2: return run_all<2>(M, N, A, panels, C);
+    case 8: return run_all<8>(M, N, A, panels, C, nb0, nb1);
+    case 7: return run_all<7>(M, N, A, panels, C, nb0, nb1);
+    case 6: return run_all<6>(M, N, A, panels, C, nb0, nb1);
+    case 5: return run_all<5>(M, N, A, panels, C, nb0, nb1);
+    case 4: return run_all<4>(M, N, A, panels, C, nb0, nb1);
+    case 3: return run_all<3>(M, N, A, panels, C, nb0, nb1);
+    case 2: return run_all<2>(M, N, A, panels, C, nb0, nb1);
   }
 #endif
 }

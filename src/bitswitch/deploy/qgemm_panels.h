@@ -43,7 +43,11 @@ struct PanelRows {
 };
 // `bits` 8: `panels` as qgemm_panels_from_rows makes them. bits < 8: "packed panels"
 // (qgemm_pack_panels), unpacked 64 codes at a time inside the K loop (needs AVX-512 VBMI).
-void qgemm_u8_panels_rows_s32(int M, int N, const PanelRows& A, const int8_t* panels, int32_t* C, int bits = 8);
+// Only the 16-channel panels [nb0, nb1) of C (all of them with nb1 = -1): the columns
+// [16 * nb0, min(N, 16 * nb1)) of every row, C's row stride still N (threads splitting a layer
+// by its channels; ceil(N / 16) panels).
+void qgemm_u8_panels_rows_s32(int M, int N, const PanelRows& A, const int8_t* panels, int32_t* C, int bits = 8,
+                              int nb0 = 0, int nb1 = -1);
 
 // Packed panels: each 64-byte panel vector's codes packed to `bits` bits (8*bits bytes, the
 // LSB-first stream of packing.h), in panel order, so the kernel unpacks a whole vector with one

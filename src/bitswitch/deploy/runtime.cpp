@@ -275,9 +275,10 @@ BS_CLONES void pool_row(const T* __restrict x, int b, int py, int h, int w, int 
   }
 }
 
-// Splits [0, rows) over `threads` (OpenMP) when threads > 1.
-void parallel_rows(int rows, int threads, const std::function<void(int, int)>& fn) {
-  if (threads <= 1 || rows < 64) {
+// Splits [0, rows) over `threads` (OpenMP) when threads > 1 and there are at least `least` rows
+// (GEMM rows: 64, fewer are not worth a fork; depthwise output rows, each a whole image row).
+void parallel_rows(int rows, int threads, const std::function<void(int, int)>& fn, int least = 64) {
+  if (threads <= 1 || rows < least) {
     fn(0, rows);
     return;
   }
@@ -527,7 +528,8 @@ void Runtime::Impl::gemm_int(const Layer& o, const uint8_t* x, const float* xf, 
   const uint8_t padv = uint8_t(o.in_q.offset);
   if (o.depthwise) {
     int32_t* C = sized(s.acc, size_t(M) * o.out);
-    // Output rows in chunks of about 32 KiB of int32 results, as the panel GEMM below.
+    // Output rows in chunks of about 32 KiB of int32 results, as the panel GEMM below. Split over
+    // the threads from 2 image rows each (MobileNetV2's 7x7 to 56x56 maps at batch 1).
     const int chunk = std::max(1, 8192 / std::max(1, wo * o.out));
     parallel_rows(n * ho, inner, [&](int r0, int r1) {
       for (int c0 = r0; c0 < r1; c0 += chunk) {
@@ -535,7 +537,7 @@ void Runtime::Impl::gemm_int(const Layer& o, const uint8_t* x, const float* xf, 
         dwconv_u8s8_s32(n, h, w, o.in, o.kernel, o.stride, o.padding, padv, x, o.wdw.data(), C, c0, c1);
         epilogue(r0 * wo, c0 * wo, c1 * wo, C + size_t(c0) * wo * o.out);
       }
-    });
+    }, 2 * inner);
     return;
   }
   const int cin = o.in;
@@ -595,6 +597,30 @@ void Runtime::Impl::gemm_int(const Layer& o, const uint8_t* x, const float* xf, 
     // vs 179 (its expand layers' results are megabytes per layer); ResNets unchanged.
     // The sums go to a per-thread chunk buffer, not a whole-call one (ResNet-50's layer1: 3.2 MB
     // per image); measured level in time, it keeps the call's scratch smaller.
+    const int nbs = (o.out + 15) / 16;
+    if (inner > 1 && M < 64 * inner && nbs >= 2) {
+      // Few rows (the 7x7 maps of ResNet's last stage at batch 1: 49): the threads split the
+      // channels, so each reads only its part of the weights and every row block runs in full;
+      // (below 64 rows parallel_rows gives the whole layer to one thread). Panels in whole
+      // groups of 4 (the 6 x 64 kernel) where each thread gets one. Then, once all sums are in,
+      // each thread runs the epilogue of its share of the rows.
+      int32_t* C = sized(s.acc, size_t(M) * o.out);
+      PanelRows all = pr;
+      all.rows = rows.data();
+#pragma omp parallel num_threads(inner)
+      {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        int per = (nbs + nt - 1) / nt;
+        if (nbs >= 4 * nt) per = (per + 3) / 4 * 4;
+        const int b0 = std::min(nbs, t * per), b1 = std::min(nbs, b0 + per);
+        if (b0 < b1) qgemm_u8_panels_rows_s32(M, o.out, all, panels, C, panel_bits, b0, b1);
+#pragma omp barrier
+        const int rper = (M + nt - 1) / nt;
+        const int r0 = std::min(M, t * rper), r1 = std::min(M, r0 + rper);
+        if (r0 < r1) epilogue(r0, r0, r1, C + size_t(r0) * o.out);
+      }
+      return;
+    }
     const int chunk = std::max(48, (8192 / o.out) / 48 * 48);
     int32_t* C = whole ? sized(s.acc, size_t(M) * o.out) : nullptr;
     parallel_rows(M, inner, [&](int r0, int r1) {
